@@ -1,0 +1,47 @@
+# precall — `make demo` and `make test` work from a clean clone (they install what is missing).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+PG_CRON_SO := $(wildcard /usr/lib/postgresql/*/lib/pg_cron.so)
+
+.PHONY: install system-deps test demo demo-down bench lint clean
+
+install: system-deps $(STAMP)
+
+# Debian's PostgreSQL 15 and pg_cron, when running as root and they are absent.
+system-deps:
+ifeq ($(PG_CRON_SO),)
+	@if [ "$$(id -u)" = 0 ]; then \
+		echo "installing postgresql-15 and postgresql-15-cron (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 postgresql-15-cron >/dev/null; \
+	else \
+		echo "pg_cron is missing: run 'sudo apt-get install postgresql-15 postgresql-15-cron' (or make as root)"; exit 1; \
+	fi
+endif
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+test: install
+	$(BIN)/precall templates check
+	$(BIN)/pytest -q
+
+demo: install
+	$(BIN)/precall demo run
+
+demo-down:
+	$(BIN)/precall demo db-down
+
+bench: install
+	$(BIN)/python bench/dispatch_latency.py
+
+clean:
+	-$(BIN)/precall demo db-down
+	rm -rf .precall $(VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""precall's command line (typer)."""

@@ -1,0 +1,3 @@
+from precall.cli.app import main
+
+main()

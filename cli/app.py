@@ -1,0 +1,39 @@
+"""The `precall` command: database tooling, the dispatcher, rendering and support tools."""
+
+from __future__ import annotations
+
+import sys
+from typing import NoReturn
+
+import psycopg
+import typer
+
+from precall.cli import db_commands, demo_commands
+from precall.dispatcher.errors import PrecallError
+
+app = typer.Typer(
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="precall: previews (push/SMS) a few minutes before each scheduled coaching call.",
+)
+app.add_typer(db_commands.app, name="db")
+app.add_typer(demo_commands.app, name="demo")
+
+
+def fail(message: str) -> NoReturn:
+    typer.echo(f"precall: {message}", err=True)
+    raise SystemExit(1)
+
+
+def main() -> None:
+    """Console entry point: every expected failure is one readable line and exit status 1."""
+    try:
+        app()
+    except PrecallError as exc:
+        fail(str(exc))
+    except psycopg.OperationalError as exc:
+        fail(f"cannot reach the database: {str(exc).strip().splitlines()[-1]}")
+    except psycopg.Error as exc:
+        fail(exc.diag.message_primary or str(exc).splitlines()[0])
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,116 @@
+"""`precall demo …`: a local database with pg_cron, demo users and calls, and what is planned."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import psycopg
+import typer
+
+from precall.cli import localdb
+from precall.dispatcher import cron, migrate
+
+app = typer.Typer(no_args_is_help=True, help="A running demo on a local PostgreSQL with pg_cron.")
+
+STATE_DIR = Path(os.environ.get("PRECALL_STATE_DIR", ".precall"))
+DEMO_DB = "precall"
+
+
+def _demo_dsn() -> str:
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url
+    cluster = localdb.project_cluster(STATE_DIR, cron_database=DEMO_DB)
+    return cluster.dsn(DEMO_DB)
+
+
+@app.command("db-up")
+def db_up() -> None:
+    """Start the embedded PostgreSQL under .precall/ (unless DATABASE_URL is set) and print its URL."""
+    typer.echo(_demo_dsn())
+
+
+@app.command("db-down")
+def db_down() -> None:
+    """Stop the embedded PostgreSQL."""
+    link = STATE_DIR / "pgdata"
+    if link.exists():
+        localdb.LocalCluster(link.resolve(), 0).stop()
+        typer.echo("stopped")
+
+
+DEMO_USERS = [
+    # (phone, locale, tz, streak, token, platform, push, pref, lead, coach, topic, call in min)
+    ("+15555550101", "en", "America/New_York", 12, "demo-token-en", "ios", True, "push_only", 5, "Max", "fitness_checkin", 6),
+    ("+33612345678", "fr", "Europe/Paris", 7, None, None, False, "sms_only", 5, "Léa", "mood_check", 7),
+    ("+15555550103", "en", "America/Chicago", 21, "demo-token-c", "android", True, "push_and_sms", 3, "Sam", "streak_celebrate", 5),
+    (None, "en", "UTC", 3, None, None, False, "push_only", 5, "Max", "meal_review", 8),
+]
+
+
+def seed(dsn: str) -> int:
+    """Inserts the demo coaches, users and calls a few minutes out; returns calls created."""
+    with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
+        coaches: dict[str, str] = {}
+        for name in {u[9] for u in DEMO_USERS}:
+            row = conn.execute("INSERT INTO coach_personas (name) VALUES (%s) RETURNING id", (name,)).fetchone()
+            assert row is not None
+            coaches[name] = str(row[0])
+        for phone, locale, tz, streak, token, platform, push, pref, lead, coach, topic, minutes in DEMO_USERS:
+            row = conn.execute(
+                "INSERT INTO users (phone_number, locale, timezone, current_streak, fcm_token, platform, push_enabled,"
+                " notification_pref, notification_lead_min, coach_persona_id)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                (phone, locale, tz, streak, token, platform, push, pref, lead, coaches[coach]),
+            ).fetchone()
+            assert row is not None
+            conn.execute(
+                "INSERT INTO scheduled_calls (user_id, scheduled_at, topic)"
+                " VALUES (%s, date_trunc('second', now()) + make_interval(mins => %s), %s)",
+                (row[0], minutes, topic),
+            )
+    return len(DEMO_USERS)
+
+
+def show(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT to_char(n.send_at, 'HH24:MI:SS'), to_char(c.scheduled_at, 'HH24:MI:SS'), n.type, n.status,"
+            " coalesce(n.reason, '') FROM notification_logs n JOIN scheduled_calls c ON c.id = n.call_id"
+            " ORDER BY n.send_at"
+        ).fetchall()
+        pending = conn.execute(
+            "SELECT count(*) FROM scheduled_calls c WHERE c.status = 'pending' AND NOT EXISTS"
+            " (SELECT 1 FROM notification_logs n WHERE n.call_id = c.id)"
+        ).fetchone()
+    typer.echo("send_at (UTC)  call at   type          status   reason")
+    for send_at, call_at, type_, status, reason in rows:
+        typer.echo(f"{send_at}       {call_at}  {type_:<13} {status:<8} {reason}")
+    typer.echo(f"{pending[0] if pending else 0} more call(s) not yet in the window: pg_cron plans them each minute.")
+
+
+@app.command("seed")
+def seed_cmd() -> None:
+    """Insert demo users and calls 5-8 minutes out."""
+    typer.echo(f"seeded {seed(_demo_dsn())} calls")
+
+
+@app.command("show")
+def show_cmd() -> None:
+    """Show planned previews (SELECT … FROM notification_logs)."""
+    show(_demo_dsn())
+
+
+@app.command("setup")
+def setup_cmd() -> None:
+    """Start the database, migrate, install the cron job, seed and show the plan."""
+    dsn = _demo_dsn()
+    os.environ["DATABASE_URL"] = dsn
+    for m in migrate.migrate(dsn):
+        typer.echo(f"applied {m.version:04d}_{m.name}")
+    st = cron.install(dsn, cron.cron_dsn(dsn, os.environ.get("PRECALL_CRON_DATABASE_URL")))
+    typer.echo(f"pg_cron: planning every minute in {st.app_database}")
+    typer.echo(f"seeded {seed(dsn)} calls")
+    show(dsn)
+    typer.echo(f"\nDATABASE_URL={dsn}")

@@ -1,0 +1,1 @@
+"""The precall dispatcher and the database tooling it stands on."""

@@ -1,0 +1,132 @@
+"""Schedules precall's pg_cron jobs, wherever pg_cron lives on the cluster."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from precall import sql
+from precall.dispatcher.errors import CronUnavailable
+
+PLAN_SCHEDULE = "* * * * *"
+PURGE_SCHEDULE = "17 3 * * *"
+PLAN_COMMAND = "SELECT precall.plan_due_previews()"
+PURGE_COMMAND = "SELECT precall.purge_cron_history()"
+
+
+def plan_job_name(app_database: str) -> str:
+    # One planning job per app database: several precall databases may share a cluster.
+    return f"precall_plan_due_previews:{app_database}"
+
+
+PURGE_JOB = "precall_purge_cron_history"
+
+
+@dataclass(frozen=True)
+class CronState:
+    loaded: bool
+    cron_database: str | None
+    app_database: str
+    plan_job_active: bool
+    purge_job_active: bool
+
+
+def _preloaded(conn: psycopg.Connection) -> bool:
+    row = conn.execute("SELECT current_setting('shared_preload_libraries')").fetchone()
+    return row is not None and "pg_cron" in [s.strip() for s in str(row[0]).split(",")]
+
+
+def _cron_database(conn: psycopg.Connection) -> str:
+    row = conn.execute("SELECT current_setting('cron.database_name', true)").fetchone()
+    return str(row[0]) if row and row[0] else "postgres"
+
+
+def cron_dsn(app_dsn: str, configured: str | None) -> str:
+    """PRECALL_CRON_DATABASE_URL if set, else the app server's database named by cron.database_name."""
+    if configured:
+        return configured
+    with psycopg.connect(app_dsn, autocommit=True) as conn:
+        if not _preloaded(conn):
+            return app_dsn
+        cron_db = _cron_database(conn)
+    params = conninfo_to_dict(app_dsn)
+    if params.get("dbname") == cron_db:
+        return app_dsn
+    return make_conninfo(app_dsn, dbname=cron_db)
+
+
+def _require_pg_cron(conn: psycopg.Connection) -> str:
+    if not _preloaded(conn):
+        raise CronUnavailable(
+            "pg_cron is not loaded: install it (Debian: apt-get install postgresql-15-cron), add "
+            "shared_preload_libraries = 'pg_cron' to postgresql.conf and restart PostgreSQL, then run precall db cron-install"
+        )
+    cron_db = _cron_database(conn)
+    here = conn.execute("SELECT current_database()").fetchone()
+    if here is None or here[0] != cron_db:
+        raise CronUnavailable(
+            f"pg_cron lives in database {cron_db!r} (cron.database_name), not {here[0] if here else '?'!r}: "
+            "set PRECALL_CRON_DATABASE_URL to that database"
+        )
+    return cron_db
+
+
+def install(app_dsn: str, cron_dsn_: str) -> CronState:
+    """Creates the extension if needed and upserts the planning and purge jobs."""
+    with psycopg.connect(app_dsn, autocommit=True) as app:
+        row = app.execute("SELECT current_database()").fetchone()
+        assert row is not None
+        app_db = str(row[0])
+    with psycopg.connect(cron_dsn_, autocommit=True) as conn:
+        cron_db = _require_pg_cron(conn)
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
+        conn.execute(sql.script("cron_support.sql").encode())
+        if cron_db == app_db:
+            conn.execute("SELECT cron.schedule(%s, %s, %s)", (plan_job_name(app_db), PLAN_SCHEDULE, PLAN_COMMAND))
+        else:
+            conn.execute(
+                "SELECT cron.schedule_in_database(%s, %s, %s, %s)",
+                (plan_job_name(app_db), PLAN_SCHEDULE, PLAN_COMMAND, app_db),
+            )
+        # The history lives in the cron database: purge it there.
+        conn.execute("SELECT cron.schedule(%s, %s, %s)", (PURGE_JOB, PURGE_SCHEDULE, PURGE_COMMAND))
+    return state(app_dsn, cron_dsn_)
+
+
+def uninstall(app_dsn: str, cron_dsn_: str) -> None:
+    """Removes this app database's planning job (the shared purge job stays)."""
+    with psycopg.connect(app_dsn, autocommit=True) as app:
+        row = app.execute("SELECT current_database()").fetchone()
+        assert row is not None
+        app_db = str(row[0])
+    with psycopg.connect(cron_dsn_, autocommit=True) as conn:
+        _require_pg_cron(conn)
+        conn.execute(
+            "SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = %s", (plan_job_name(app_db),)
+        )
+
+
+def state(app_dsn: str, cron_dsn_: str) -> CronState:
+    with psycopg.connect(app_dsn, autocommit=True) as app:
+        row = app.execute("SELECT current_database()").fetchone()
+        assert row is not None
+        app_db = str(row[0])
+    try:
+        conn = psycopg.connect(cron_dsn_, autocommit=True)
+    except psycopg.OperationalError:
+        return CronState(False, None, app_db, False, False)
+    with conn:
+        if not _preloaded(conn):
+            return CronState(False, None, app_db, False, False)
+        cron_db = _cron_database(conn)
+        has_ext = conn.execute("SELECT to_regclass('cron.job') IS NOT NULL").fetchone()
+        if not has_ext or not has_ext[0]:
+            return CronState(True, cron_db, app_db, False, False)
+        jobs = dict(
+            conn.execute(
+                "SELECT jobname, active FROM cron.job WHERE jobname IN (%s, %s)", (plan_job_name(app_db), PURGE_JOB)
+            ).fetchall()
+        )
+        return CronState(True, cron_db, app_db, bool(jobs.get(plan_job_name(app_db))), bool(jobs.get(PURGE_JOB)))

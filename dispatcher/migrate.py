@@ -1,0 +1,89 @@
+"""Applies sql/migrations in order, once, under an advisory lock, recorded in a ledger."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+
+from precall import sql
+from precall.dispatcher.errors import MigrationError
+
+# One lock for every precall migrate on the cluster's database: concurrent runs queue up.
+_LOCK = "SELECT pg_advisory_lock(hashtextextended('precall.migrate', 0))"
+_UNLOCK = "SELECT pg_advisory_unlock(hashtextextended('precall.migrate', 0))"
+_LEDGER = """
+CREATE SCHEMA IF NOT EXISTS precall;
+CREATE TABLE IF NOT EXISTS precall.schema_migrations (
+    version integer PRIMARY KEY,
+    name text NOT NULL,
+    checksum text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+
+
+@dataclass(frozen=True)
+class MigrationState:
+    applied: list[tuple[int, str, str]]  # version, name, applied_at
+    pending: list[sql.Migration]
+
+
+def _applied(conn: psycopg.Connection) -> dict[int, tuple[str, str, str]]:
+    exists = conn.execute("SELECT to_regclass('precall.schema_migrations') IS NOT NULL").fetchone()
+    if not exists or not exists[0]:
+        return {}
+    rows = conn.execute(
+        "SELECT version, name, checksum, to_char(applied_at, 'YYYY-MM-DD HH24:MI:SS TZ') "
+        "FROM precall.schema_migrations ORDER BY version"
+    ).fetchall()
+    return {v: (n, c, at) for v, n, c, at in rows}
+
+
+def _check(applied: dict[int, tuple[str, str, str]], code: list[sql.Migration]) -> list[sql.Migration]:
+    by_version = {m.version: m for m in code}
+    newer = sorted(v for v in applied if v not in by_version)
+    if newer:
+        raise MigrationError(
+            f"the database has migrations this code does not know ({', '.join(f'{v:04d}' for v in newer)}): "
+            "it is newer than this precall; upgrade precall instead"
+        )
+    changed = [m for m in code if m.version in applied and applied[m.version][1] != m.checksum]
+    if changed:
+        names = ", ".join(f"{m.version:04d}_{m.name}.sql" for m in changed)
+        raise MigrationError(f"applied migrations were edited since they ran ({names}); add a new migration instead")
+    return [m for m in code if m.version not in applied]
+
+
+def status(dsn: str) -> MigrationState:
+    """Applied and pending migrations; raises if ledger and code disagree."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        applied = _applied(conn)
+        pending = _check(applied, sql.migrations())
+        return MigrationState([(v, n, at) for v, (n, _, at) in applied.items()], pending)
+
+
+def migrate(dsn: str) -> list[sql.Migration]:
+    """Applies pending migrations, each in its own transaction; returns those applied."""
+    code = sql.migrations()
+    done: list[sql.Migration] = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(_LOCK)
+        try:
+            conn.execute(_LEDGER)
+            for migration in _check(_applied(conn), code):
+                try:
+                    with conn.transaction():
+                        conn.execute(migration.sql.encode())  # no params: runs as a script
+                        conn.execute(
+                            "INSERT INTO precall.schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                            (migration.version, migration.name, migration.checksum),
+                        )
+                except psycopg.Error as exc:
+                    reason = exc.diag.message_primary or str(exc).splitlines()[0]
+                    raise MigrationError(f"migration {migration.version:04d}_{migration.name}.sql failed: {reason}") from exc
+                done.append(migration)
+        finally:
+            if not conn.closed:
+                conn.execute(_UNLOCK)
+    return done

@@ -1,0 +1,1 @@
+"""precall: pre-call notifications scheduled in PostgreSQL."""

@@ -1,0 +1,58 @@
+"""precall's SQL: numbered migrations and named queries, loaded as package resources."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import LiteralString, cast
+
+_MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_QUERY_HEADER = re.compile(r"^-- (\w+) --$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def migrations() -> list[Migration]:
+    """Every migration file, in version order; a badly named file is an error, not skipped."""
+    found: list[Migration] = []
+    for entry in resources.files(__name__).joinpath("migrations").iterdir():
+        if not entry.name.endswith(".sql"):
+            continue
+        match = _MIGRATION_NAME.match(entry.name)
+        if match is None:
+            raise ValueError(f"migration file name {entry.name!r} does not match NNNN_snake_case.sql")
+        found.append(Migration(int(match.group(1)), match.group(2), entry.read_text(encoding="utf-8")))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise ValueError(f"duplicate migration versions in {versions}")
+    return found
+
+
+def script(name: str) -> LiteralString:
+    """A whole .sql file shipped beside the migrations (e.g. cron_support.sql)."""
+    return cast(LiteralString, resources.files(__name__).joinpath(name).read_text(encoding="utf-8"))
+
+
+@cache
+def _queries() -> dict[str, str]:
+    text = resources.files(__name__).joinpath("queries.sql").read_text(encoding="utf-8")
+    parts = _QUERY_HEADER.split(text)
+    return {parts[i]: parts[i + 1].strip() for i in range(1, len(parts), 2)}
+
+
+def query(name: str) -> LiteralString:
+    """A named block of sql/queries.sql (`-- name --` header)."""
+    return cast(LiteralString, _queries()[name])
