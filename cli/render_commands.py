@@ -1,0 +1,118 @@
+"""`precall render` and `precall templates check`: what would be sent, and whether every
+template fits."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Optional
+
+import psycopg
+import typer
+
+from precall.dispatcher.catalog import TEMPLATE_KEYS, Catalog
+from precall.dispatcher.config import database_url
+from precall.dispatcher.errors import PrecallError
+from precall.dispatcher.messages import MessageInput, minutes_left
+from precall.dispatcher.render import RenderedPreview, Renderer
+
+templates_app = typer.Typer(no_args_is_help=True, help="Check the message templates.")
+
+# Worst cases: the longest names in each encoding class (24 characters).
+WORST_NAMES = {
+    "ascii": "Maximilian-Alexandrowski",
+    "gsm_extension": "{Max}[Max]{Max}[Max]€€€€",
+    "ucs2_bmp": "Ŝtefanŝtefanŝtefanŝtefan",
+    "astral": "𝓜" * 24,
+}
+WORST_STREAKS = (0, 1, 6, 7, 12, 20, 21, 999)
+
+
+def _print(rendered: RenderedPreview, channel: str | None) -> None:
+    for note in rendered.resolved.notes:
+        typer.echo(f"note: {note}")
+    if channel in (None, "push"):
+        typer.echo(f"title: {rendered.push.title}")
+        typer.echo(f"body:  {rendered.push.body}")
+    if channel in (None, "sms"):
+        sms = rendered.sms
+        typer.echo(f"sms:   {sms.text}")
+        typer.echo(f"       {sms.encoding}, {sms.units} units, {sms.segments} segment(s), step {sms.step}")
+
+
+def render_cmd(
+    user: Optional[str] = typer.Option(None, help="A user id: render from the database."),
+    call: Optional[str] = typer.Option(None, help="A call id (with --user)."),
+    locale: str = typer.Option("en", help="Locale (en, fr, fr-CA…)."),
+    coach: Optional[str] = typer.Option("Max", help="Coach's bare name."),
+    streak: int = typer.Option(1, min=0, help="Streak day."),
+    topic: Optional[str] = typer.Option("fitness_checkin", help="Topic key."),
+    lead: int = typer.Option(5, min=1, max=60, help="Minutes until the call."),
+    channel: Optional[str] = typer.Option(None, help="push or sms (default: both)."),
+) -> None:
+    """Print exactly what would be sent: title, body and SMS, with the SMS's encoding and segments."""
+    if channel not in (None, "push", "sms"):
+        raise PrecallError(f"--channel must be push or sms, not {channel!r}")
+    renderer = Renderer(french_typography=os.environ.get("PRECALL_FR_TYPOGRAPHY") == "1")
+    if user or call:
+        if not (user and call):
+            raise PrecallError("--user and --call go together")
+        inp = _from_database(user, call)
+    else:
+        inp = MessageInput(coach, streak, topic, locale, lead)
+    _print(renderer.render(inp), channel)
+
+
+def _from_database(user_id: str, call_id: str) -> MessageInput:
+    with psycopg.connect(database_url(), autocommit=True) as conn:
+        try:
+            row = conn.execute(
+                "SELECT p.name, u.current_streak, c.topic, u.locale,"
+                " extract(epoch FROM c.scheduled_at - now())::float8, u.notification_lead_min"
+                " FROM scheduled_calls c JOIN users u ON u.id = c.user_id"
+                " LEFT JOIN coach_personas p ON p.id = u.coach_persona_id"
+                " WHERE c.id = %s AND u.id = %s",
+                (call_id, user_id),
+            ).fetchone()
+        except psycopg.errors.InvalidTextRepresentation:
+            raise PrecallError("--user and --call must be uuids") from None
+    if row is None:
+        raise PrecallError(f"no call {call_id} for user {user_id}")
+    name, streak, topic, locale, seconds_left, lead = row
+    # Before the preview time, show what the planned send will say (the user's lead).
+    minutes = lead if seconds_left >= lead * 60 else minutes_left(max(seconds_left, 0))
+    return MessageInput(name, streak, topic, locale, minutes)
+
+
+@templates_app.command("check")
+def check_cmd() -> None:
+    """Render every locale × topic × milestone × channel with worst-case inputs; exit 1 if a key is
+    missing in a locale or any SMS needs more than one segment."""
+    logging.getLogger("precall.messages").setLevel(logging.ERROR)  # the unknown-topic case is deliberate
+    catalog = Catalog()
+    renderer = Renderer(catalog)
+    problems: list[str] = []
+    count = 0
+    for locale in catalog.locales:
+        missing = [k for k in TEMPLATE_KEYS if not catalog.has(locale, k)]
+        problems += [f"{locale}: missing template {k}" for k in missing]
+        if missing:
+            continue
+        topics = sorted(set(catalog.topic_keys(locale)) | set(catalog.topic_keys("en")) | {"no_such_topic"})
+        problems += [f"{locale}: missing topic {t}" for t in catalog.topic_keys("en") if t not in catalog.topic_keys(locale)]
+        for topic in topics:
+            for streak in WORST_STREAKS:
+                for kind, name in WORST_NAMES.items():
+                    for lead in (1, 5, 60):
+                        r = renderer.render(MessageInput(name, streak, topic, locale, lead))
+                        count += 1
+                        if r.sms.segments != 1:
+                            problems.append(f"{locale}/{topic}/day {streak}/{kind} name/{lead} min: SMS is "
+                                            f"{r.sms.segments} segments ({r.sms.encoding}, {r.sms.units} units)")
+                        if not r.push.title or not r.push.body:
+                            problems.append(f"{locale}/{topic}/day {streak}: empty push text")
+    for p in problems:
+        typer.echo(p, err=True)
+    if problems:
+        raise typer.Exit(1)
+    typer.echo(f"templates ok: {len(catalog.locales)} locales, {count} renderings, every SMS one segment")

@@ -1,0 +1,119 @@
+"""Builds the push title and body for a preview: coach name, minutes, streak emoji, topic, locale."""
+
+from __future__ import annotations
+
+import logging
+import re
+import unicodedata
+from dataclasses import dataclass, field
+
+from precall.dispatcher.catalog import Catalog, Phrase
+
+log = logging.getLogger("precall.messages")
+
+DEFAULT_COACH_NAME = "Max"
+MAX_NAME_CHARS = 24
+NARROW_NBSP = "\u202f"
+
+
+def streak_emoji(streak: int) -> str:
+    """The milestone emoji: 🌱 days 0-2 (a habit sprouting), ⭐ on the weekly milestones 7 and 14,
+    🔥 days 15-20 (on fire), 🏆 from day 21 (the program's final check-in), 💪 otherwise."""
+    if streak >= 21:
+        return "🏆"
+    if streak in (7, 14):
+        return "⭐"
+    if streak >= 15:
+        return "🔥"
+    if streak <= 2:
+        return "🌱"
+    return "💪"
+
+
+def clean_text(value: str, limit: int | None = None) -> str:
+    """Data for a message: NFC, control and surrogate characters removed, whitespace collapsed."""
+    value = unicodedata.normalize("NFC", value)
+    value = "".join(" " if ch.isspace() else ch for ch in value if unicodedata.category(ch) not in ("Cc", "Cs") or ch.isspace())
+    value = re.sub(r"\s+", " ", value).strip()
+    if limit is not None:
+        value = value[:limit].rstrip()
+    return value
+
+
+def coach_name(raw: str | None) -> str:
+    """The bare name ("Max"): a stored "Coach Max" does not become "Coach Coach Max"."""
+    name = clean_text(raw or "", None)
+    name = re.sub(r"^(coach\s+)+", "", name, flags=re.IGNORECASE)
+    name = name[:MAX_NAME_CHARS].rstrip()
+    return name or DEFAULT_COACH_NAME
+
+
+def minutes_left(seconds: float) -> int:
+    """Whole minutes until the call, rounded, at least 1."""
+    return max(1, int(seconds / 60 + 0.5))
+
+
+def french_typography(text: str) -> str:
+    """A narrow no-break space before ! ? ; : (push only; an SMS never carries it)."""
+    return re.sub(r" ([!?;:])", NARROW_NBSP + r"\1", text)
+
+
+@dataclass(frozen=True)
+class MessageInput:
+    coach_name: str | None
+    streak: int
+    topic_key: str | None
+    locale: str | None
+    minutes: int
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The input after every fallback, with the fallbacks noted."""
+
+    locale: str
+    name: str
+    streak: int
+    minutes: int
+    emoji: str
+    topic: Phrase
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PushText:
+    title: str
+    body: str
+
+
+def resolve(catalog: Catalog, inp: MessageInput) -> Resolved:
+    notes: list[str] = []
+    locale = catalog.resolve(inp.locale)
+    if (inp.locale or "").replace("_", "-").lower() != locale:
+        notes.append(f"locale {inp.locale!r} -> {locale}")
+    name = coach_name(inp.coach_name)
+    if not clean_text(inp.coach_name or ""):
+        notes.append(f"no coach name -> {name}")
+    topic = catalog.topic(locale, inp.topic_key)
+    if topic is None:
+        topic = catalog.unknown_topic(locale)
+        notes.append(f"unknown topic {inp.topic_key!r} -> {topic.full!r}")
+        log.warning("unknown topic key %r, using a neutral phrase", inp.topic_key)
+    streak = max(0, int(inp.streak))
+    return Resolved(locale, name, streak, max(1, int(inp.minutes)), streak_emoji(streak), topic, notes)
+
+
+def push_text(catalog: Catalog, r: Resolved, typography: bool = False) -> PushText:
+    if r.streak == 7:
+        body = catalog.render(r.locale, "preview.body.milestone_7")
+    elif r.streak == 21:
+        body = catalog.render(r.locale, "preview.body.milestone_21")
+    else:
+        body = catalog.render(r.locale, "preview.body.default", streak=r.streak, topic=r.topic.full,
+                              context=catalog.context_line(r.locale, r.streak))
+    # No doubled emoji: the day-21 body already ends on 🏆.
+    emoji = "" if r.emoji in body else r.emoji
+    title = catalog.render(r.locale, "preview.title", name=r.name, min=r.minutes, emoji=emoji)
+    if typography and r.locale == "fr":
+        title, body = french_typography(title), french_typography(body)
+    return PushText(title, body)
