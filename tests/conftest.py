@@ -11,7 +11,7 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -204,3 +204,123 @@ class Factory:
 @pytest.fixture
 def make(conn: psycopg.Connection) -> Factory:
     return Factory(conn)
+
+
+# --- the dispatcher against the fake providers ------------------------------------------------
+
+import json as _json
+import signal as _signal
+import sys as _sys
+import threading as _threading
+import time as _time
+
+from fakes.fake_fcm import FakeFcmServer, service_account
+from fakes.fake_twilio import FakeTwilioServer
+
+TWILIO_SID = "AC" + "0" * 32
+
+
+@pytest.fixture
+def fake_fcm() -> Iterator[FakeFcmServer]:
+    server = FakeFcmServer().start()
+    yield server
+    server.shutdown()
+
+
+@pytest.fixture
+def fake_twilio() -> Iterator[FakeTwilioServer]:
+    server = FakeTwilioServer().start()
+    yield server
+    server.shutdown()
+
+
+@pytest.fixture
+def dispatcher_env(db: str, fake_fcm: FakeFcmServer, fake_twilio: FakeTwilioServer, tmp_path: Path) -> dict[str, str]:
+    """The environment an operator would set, pointing the real SDKs at the local fakes."""
+    creds = tmp_path / "service-account.json"
+    creds.write_text(_json.dumps(service_account(f"{fake_fcm.url}/token")))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PRECALL_", "TWILIO_"))}
+    env.update({
+        "DATABASE_URL": db,
+        "PRECALL_PUSH_PROVIDER": "fcm",
+        "PRECALL_SMS_PROVIDER": "twilio",
+        "GOOGLE_APPLICATION_CREDENTIALS": str(creds),
+        "PRECALL_FCM_BASE_URL": fake_fcm.url,
+        "TWILIO_ACCOUNT_SID": TWILIO_SID,
+        "TWILIO_AUTH_TOKEN": "test-auth-token",
+        "PRECALL_TWILIO_FROM": "+15005550006",
+        "PRECALL_TWILIO_BASE_URL": fake_twilio.url,
+        "PRECALL_TWILIO_STATUS_CALLBACK_URL": "https://hooks.example.com/twilio/status",
+        "PRECALL_POLL_INTERVAL_S": "2",
+    })
+    return env
+
+
+class DispatcherProcess:
+    """`precall dispatcher` as ops run it, in a child process; its JSON log lines are collected."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen([_sys.executable, "-m", "precall.cli", "dispatcher"], env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self._reader = _threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    def logs(self) -> list[dict[str, object]]:
+        out = []
+        for line in list(self.lines):
+            try:
+                out.append(_json.loads(line))
+            except ValueError:
+                out.append({"msg": line})
+        return out
+
+    def wait_for_log(self, text: str, timeout: float = 20) -> None:
+        deadline = _time.monotonic() + timeout
+        while _time.monotonic() < deadline:
+            if any(text in line for line in self.lines):
+                return
+            if self.proc.poll() is not None:
+                break
+            _time.sleep(0.05)
+        raise AssertionError(f"no log line with {text!r}; got:\n" + "\n".join(self.lines[-30:]))
+
+    def terminate(self, timeout: float = 20) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(_signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def start_dispatcher(dispatcher_env: dict[str, str]) -> Iterator[Callable[..., DispatcherProcess]]:
+    started: list[DispatcherProcess] = []
+
+    def start(wait_listening: bool = True, **overrides: str) -> DispatcherProcess:
+        d = DispatcherProcess({**dispatcher_env, **overrides})
+        started.append(d)
+        if wait_listening:
+            d.wait_for_log("listening on precall_due")
+        return d
+
+    yield start
+    for d in started:
+        d.kill()
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 15, interval: float = 0.05) -> None:
+    deadline = _time.monotonic() + timeout
+    while _time.monotonic() < deadline:
+        if predicate():
+            return
+        _time.sleep(interval)
+    raise AssertionError("condition not met within %.0fs" % timeout)

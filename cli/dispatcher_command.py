@@ -1,0 +1,31 @@
+"""`precall dispatcher`: the long-running sender (run it under systemd, see deploy/)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import typer
+
+from precall.dispatcher import logs
+from precall.dispatcher.config import Config
+from precall.dispatcher.service import Dispatcher
+
+
+def dispatcher_cmd(
+    log_level: str = typer.Option("INFO", envvar="PRECALL_LOG_LEVEL", help="DEBUG, INFO, WARNING…"),
+    plain_logs: bool = typer.Option(False, "--plain-logs", help="Human-readable logs instead of JSON lines."),
+) -> None:
+    """Send every planned preview at its send_at; runs until SIGTERM/SIGINT (exit 0)."""
+    logs.configure(log_level, json_lines=not plain_logs)
+    config = Config.from_env()
+    dispatcher = Dispatcher(config)  # fails here, in one line, on missing credentials
+    asyncio.run(_run(dispatcher))
+
+
+async def _run(dispatcher: Dispatcher) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await dispatcher.run(stop)

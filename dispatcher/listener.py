@@ -1,0 +1,62 @@
+"""LISTEN precall_due on a dedicated autocommit connection; every notification is only a wake-up."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+
+import psycopg
+
+log = logging.getLogger("precall.listener")
+
+CHANNEL = "precall_due"
+
+
+async def listen(dsn: str, on_wake: Callable[[], None], on_connected: Callable[[], None],
+                 stop: asyncio.Event, ping_interval: float) -> None:
+    """Runs until `stop`: reconnects with backoff, calls on_connected() after each LISTEN (so the
+    dispatcher catches up), pings so a dead connection is noticed within ping_interval."""
+    backoff = 0.2
+    while not stop.is_set():
+        try:
+            conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+        except psycopg.OperationalError as exc:
+            log.warning("listener cannot connect (%s); retrying in %.1fs", str(exc).strip().splitlines()[-1], backoff)
+            await _sleep_or_stop(stop, backoff)
+            backoff = min(backoff * 2, 10)
+            continue
+        try:
+            async with conn:
+                await conn.execute(f"LISTEN {CHANNEL}")
+                backoff = 0.2
+                on_connected()
+                while not stop.is_set():
+                    async for note in conn.notifies(timeout=ping_interval):
+                        _log_payload(note.payload)
+                        on_wake()
+                        if stop.is_set():
+                            break
+                    await conn.execute("SELECT 1")
+        except psycopg.OperationalError as exc:
+            log.warning("listener connection lost (%s); reconnecting", str(exc).strip().splitlines()[-1] if str(exc) else exc)
+            on_wake()
+            await _sleep_or_stop(stop, backoff)
+
+
+def _log_payload(payload: str) -> None:
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        log.warning("ignoring a malformed %s payload: %r", CHANNEL, payload[:200])
+        return
+    if not isinstance(data, dict) or data.get("v") != 1:
+        log.info("unknown %s payload version: %r", CHANNEL, payload[:200])
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except asyncio.TimeoutError:
+        pass

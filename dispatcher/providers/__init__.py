@@ -1,0 +1,1 @@
+"""Push and SMS providers behind one small interface (real SDKs in production, `log` for the demo)."""

@@ -1,0 +1,235 @@
+"""Sends one claimed preview: picks the path, renders, calls the provider, writes the outcome back."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from precall import sql
+from precall.dispatcher.channel import Path, Reachability, select_notification_path, valid_phone
+from precall.dispatcher.config import Config
+from precall.dispatcher.messages import MessageInput, minutes_left
+from precall.dispatcher.providers.base import (
+    DeadToken, Permanent, ProviderError, PushRequest, PushSender, SmsOptedOut, SmsRequest, SmsSender, Transient,
+)
+from precall.dispatcher.render import RenderedPreview, Renderer
+from precall.dispatcher.sms_pricing import estimate
+
+log = logging.getLogger("precall.dispatcher")
+
+# Below this, Twilio's ValidityPeriod would be meaningless and the SMS would land with the call.
+MIN_SMS_SECONDS = 5.0
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class ClaimedPreview:
+    """A row returned by precall.claim_due_previews(): the preview plus the user's current row."""
+
+    id: uuid.UUID
+    call_id: uuid.UUID
+    user_id: uuid.UUID
+    type: str
+    parent_id: uuid.UUID | None
+    send_at: datetime
+    scheduled_at: datetime
+    attempts: int
+    topic: str | None
+    phone_number: str | None
+    locale: str | None
+    coach_name: str | None
+    current_streak: int | None
+    fcm_token: str | None
+    platform: str | None
+    push_enabled: bool
+    notification_pref: str | None
+    sms_opted_out: bool
+
+    @property
+    def reach(self) -> Reachability:
+        return Reachability(self.notification_pref, self.fcm_token, self.push_enabled, self.phone_number,
+                            self.sms_opted_out)
+
+    def ids(self, notification_id: uuid.UUID | None = None) -> dict[str, str]:
+        return {"call_id": str(self.call_id), "user_id": str(self.user_id),
+                "notification_id": str(notification_id or self.id)}
+
+
+class PreviewSender:
+    def __init__(self, pool: AsyncConnectionPool, push: PushSender, sms: SmsSender, renderer: Renderer,
+                 config: Config, worker: str) -> None:
+        self._pool = pool
+        self._push = push
+        self._sms = sms
+        self._renderer = renderer
+        self._config = config
+        self._worker = worker
+
+    # -- database writes ------------------------------------------------------------------------
+
+    async def _exec(self, name: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(sql.query(name), params)
+            return await cur.fetchall() if cur.description else []
+
+    async def _unsent(self, nid: uuid.UUID, status: str, reason: str, *, type_: str | None = None,
+                      channel: str | None = None, title: str | None = None, body: str | None = None,
+                      error_msg: str | None = None, attempted_at: datetime | None = None) -> None:
+        await self._exec("record_unsent", {
+            "id": nid, "worker": self._worker, "status": status, "type": type_, "channel": channel,
+            "title": title, "body": body, "reason": reason, "error_msg": error_msg, "attempted_at": attempted_at,
+        })
+
+    async def _sent(self, nid: uuid.UUID, *, type_: str, channel: str, title: str | None, body: str,
+                    provider_id: str, attempted_at: datetime, reason: str | None = None,
+                    sms_encoding: str | None = None, sms_segments: int | None = None,
+                    cost: tuple[Any, str] | None = None) -> None:
+        await self._exec("record_sent", {
+            "id": nid, "worker": self._worker, "type": type_, "channel": channel, "title": title, "body": body,
+            "provider_id": provider_id, "reason": reason, "attempted_at": attempted_at, "sent_at": utcnow(),
+            "sms_encoding": sms_encoding, "sms_segments": sms_segments,
+            "cost": cost[0] if cost else None, "currency": cost[1] if cost else None,
+        })
+
+    # -- the decision ---------------------------------------------------------------------------
+
+    async def process(self, row: ClaimedPreview) -> None:
+        """Never raises: an unexpected error fails this row (with the reason) and nobody else's."""
+        try:
+            await self._process(row)
+        except Exception as exc:  # noqa: BLE001 - one bad row must not stop the dispatcher
+            log.exception("preview failed unexpectedly", extra=row.ids())
+            try:
+                await self._unsent(row.id, "failed", f"internal_error: {type(exc).__name__}: {exc}"[:500])
+            except Exception:  # noqa: BLE001 - the lease expiry recovers it
+                log.exception("could not record the failure", extra=row.ids())
+
+    def _render(self, row: ClaimedPreview, minutes: int) -> RenderedPreview:
+        return self._renderer.render(MessageInput(row.coach_name, row.current_streak or 0, row.topic, row.locale, minutes))
+
+    async def _process(self, row: ClaimedPreview) -> None:
+        if row.type == "fallback_sms":
+            await self._send_sms(row, row.id, "fallback_sms")
+            return
+        path = select_notification_path(row.reach)
+        if path is None:
+            log.warning("No notification channel for user %s", row.user_id, extra=row.ids())
+            await self._unsent(row.id, "skipped", "no_channel: no push token with push enabled and no usable phone number")
+            return
+        if path is Path.SMS:
+            await self._send_sms(row, row.id, "preview_sms")
+            return
+        if path is Path.PUSH_WITH_FALLBACK and not row.reach.can_push:
+            # push_and_sms without a usable token: the SMS half is all there is.
+            await self._send_sms(row, row.id, "preview_sms", note="push_and_sms user without a usable push token")
+            return
+        await self._send_push(row, with_fallback=path is Path.PUSH_WITH_FALLBACK)
+
+    # -- push -----------------------------------------------------------------------------------
+
+    async def _send_push(self, row: ClaimedPreview, with_fallback: bool) -> None:
+        assert row.fcm_token is not None
+        minutes = minutes_left((row.scheduled_at - utcnow()).total_seconds())
+        rendered = self._render(row, minutes)
+        title, body = rendered.push.title, rendered.push.body
+        request = PushRequest(
+            token=row.fcm_token, title=title, body=body,
+            data={"route": "incoming_call", "call_id": str(row.call_id), "notification_id": str(row.id),
+                  "deadline": row.scheduled_at.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")},
+            deadline=row.scheduled_at, collapse_id=str(row.call_id),
+        )
+        common = {"type_": "preview_push", "channel": "push", "title": title, "body": body}
+        attempted_at = utcnow()
+        backoff = 0.5
+        while True:
+            remaining = (row.scheduled_at - utcnow()).total_seconds()
+            try:
+                accepted = await self._push.send(request, timeout=max(0.1, min(self._config.fcm_timeout_s, remaining)))
+            except DeadToken as exc:
+                await self._dead_token(row, exc, common, attempted_at)
+                return
+            except Transient as exc:
+                remaining = (row.scheduled_at - utcnow()).total_seconds()
+                if remaining < backoff + 1:
+                    await self._unsent(row.id, "failed", f"fcm_unavailable: {exc.code} until the call",
+                                       error_msg=exc.message, attempted_at=attempted_at, **common)
+                    return
+                log.info("transient FCM error %s, retrying in %.1fs", exc.code, backoff, extra=row.ids())
+                await self._exec("renew_lease", {"id": row.id, "worker": self._worker})
+                await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+                backoff = min(backoff * 2, 30)
+                continue
+            except ProviderError as exc:
+                await self._unsent(row.id, "failed", f"fcm_rejected: {exc.code}", error_msg=exc.message,
+                                   attempted_at=attempted_at, **common)
+                return
+            break
+        await self._sent(row.id, provider_id=accepted.provider_id, attempted_at=attempted_at,
+                         reason="; ".join(rendered.resolved.notes) or None, **common)
+        log.info("push sent", extra={**row.ids(), "lateness_ms": round((attempted_at - row.send_at).total_seconds() * 1000, 1)})
+        if with_fallback and row.reach.phone:
+            send_at = utcnow() + timedelta(seconds=self._config.fallback_wait_s)
+            await self._exec("plan_fallback", {"parent_id": row.id, "send_at": send_at})
+
+    async def _dead_token(self, row: ClaimedPreview, exc: DeadToken, common: dict[str, Any], attempted_at: datetime) -> None:
+        await self._exec("disable_push", {"user_id": row.user_id, "token": row.fcm_token})
+        await self._unsent(row.id, "failed", f"token_dead: {exc.code}; push_enabled set to false",
+                           error_msg=exc.message, attempted_at=attempted_at, **common)
+        if not row.reach.phone:
+            log.warning("push token dead and no phone number: no preview", extra=row.ids())
+            return
+        created = await self._exec("insert_fallback_now", {"parent_id": row.id, "worker": self._worker,
+                                                           "reason": f"push token dead ({exc.code})"})
+        if created:
+            await self._send_sms(row, created[0][0], "fallback_sms")
+
+    # -- SMS ------------------------------------------------------------------------------------
+
+    async def _send_sms(self, row: ClaimedPreview, nid: uuid.UUID, type_: str, note: str | None = None) -> None:
+        ids = row.ids(nid)
+        phone = row.reach.phone
+        if phone is None:
+            why = "sms_opted_out" if row.phone_number and row.sms_opted_out else "no_phone"
+            await self._unsent(nid, "skipped", f"{why}: no usable phone number for SMS", type_=type_, channel="sms")
+            return
+        if not valid_phone(phone):
+            await self._unsent(nid, "failed", f"bad_phone: {phone!r} is not E.164", type_=type_, channel="sms")
+            return
+        remaining = (row.scheduled_at - utcnow()).total_seconds()
+        if remaining < MIN_SMS_SECONDS:
+            await self._unsent(nid, "skipped", f"too_late_for_sms: {remaining:.1f}s before the call",
+                               type_=type_, channel="sms")
+            return
+        rendered = self._render(row, minutes_left(remaining))
+        sms = rendered.sms
+        cost = estimate(phone, sms.segments, self._config.sms_prices)
+        attempted_at = utcnow()
+        try:
+            accepted = await self._sms.send(SmsRequest(phone, sms.text, row.scheduled_at),
+                                            timeout=self._config.twilio_timeout_s)
+        except SmsOptedOut as exc:
+            await self._exec("opt_out_sms", {"user_id": row.user_id, "phone": phone})
+            await self._unsent(nid, "failed", f"twilio_error: {exc.code} (replied STOP); sms_opted_out set",
+                               type_=type_, channel="sms", body=sms.text, error_msg=exc.message, attempted_at=attempted_at)
+            return
+        except (Permanent, Transient, ProviderError) as exc:
+            # Not retried: the call is minutes away, and a retried POST can send twice.
+            await self._unsent(nid, "failed", f"twilio_error: {exc.code}", type_=type_, channel="sms",
+                               body=sms.text, error_msg=exc.message, attempted_at=attempted_at)
+            log.warning("SMS failed: %s", exc, extra=ids)
+            return
+        notes = [n for n in (note, *rendered.resolved.notes) if n]
+        await self._sent(nid, type_=type_, channel="sms", title=None, body=sms.text, provider_id=accepted.provider_id,
+                         attempted_at=attempted_at, reason="; ".join(notes) or None,
+                         sms_encoding=sms.encoding, sms_segments=sms.segments, cost=cost)
+        log.info("sms sent", extra={**ids, "lateness_ms": round((attempted_at - row.send_at).total_seconds() * 1000, 1)})

@@ -1,0 +1,62 @@
+-- Named queries used by the dispatcher. Each block starts with `-- name --`.
+
+-- claim_due_previews --
+SELECT * FROM precall.claim_due_previews(%(worker)s, %(limit)s)
+
+-- seconds_until_next_due --
+SELECT precall.seconds_until_next_due()
+
+-- renew_lease --
+UPDATE notification_logs
+SET lease_expires_at = clock_timestamp() + (SELECT lease FROM precall.settings)
+WHERE id = %(id)s AND status = 'sending' AND lease_owner = %(worker)s
+
+-- record_sent --
+WITH sent AS (
+    UPDATE notification_logs
+    SET status = 'sent', type = %(type)s, channel = %(channel)s, title = %(title)s, body = %(body)s,
+        provider_id = %(provider_id)s, reason = %(reason)s, error_msg = NULL,
+        attempted_at = %(attempted_at)s, sent_at = %(sent_at)s,
+        sms_encoding = %(sms_encoding)s, sms_segments = %(sms_segments)s,
+        cost_estimate = %(cost)s, cost_currency = %(currency)s,
+        lease_owner = NULL, lease_expires_at = NULL, updated_at = clock_timestamp()
+    WHERE id = %(id)s AND status = 'sending' AND lease_owner = %(worker)s
+    RETURNING call_id, sent_at
+)
+UPDATE scheduled_calls c
+SET preview_sent = true, preview_sent_at = coalesce(c.preview_sent_at, sent.sent_at)
+FROM sent
+WHERE c.id = sent.call_id
+RETURNING c.id
+
+-- record_unsent --
+UPDATE notification_logs
+SET status = %(status)s, type = coalesce(%(type)s, type), channel = %(channel)s,
+    title = %(title)s, body = %(body)s, reason = %(reason)s, error_msg = %(error_msg)s,
+    attempted_at = %(attempted_at)s,
+    lease_owner = NULL, lease_expires_at = NULL, updated_at = clock_timestamp()
+WHERE id = %(id)s AND status = 'sending' AND lease_owner = %(worker)s
+
+-- disable_push --
+UPDATE users SET push_enabled = false WHERE id = %(user_id)s AND fcm_token = %(token)s
+
+-- opt_out_sms --
+UPDATE users SET sms_opted_out = true WHERE id = %(user_id)s AND phone_number = %(phone)s
+
+-- insert_fallback_now --
+INSERT INTO notification_logs (user_id, call_id, type, channel, status, reason, send_at, planned_for,
+                               parent_id, lease_owner, lease_expires_at, attempts)
+SELECT n.user_id, n.call_id, 'fallback_sms', 'sms', 'sending', %(reason)s, clock_timestamp(), n.planned_for,
+       n.id, %(worker)s, clock_timestamp() + (SELECT lease FROM precall.settings), 1
+FROM notification_logs n
+WHERE n.id = %(parent_id)s
+ON CONFLICT DO NOTHING
+RETURNING id
+
+-- plan_fallback --
+INSERT INTO notification_logs (user_id, call_id, type, channel, status, send_at, planned_for, parent_id)
+SELECT n.user_id, n.call_id, 'fallback_sms', 'sms', 'queued', %(send_at)s, n.planned_for, n.id
+FROM notification_logs n
+WHERE n.id = %(parent_id)s
+ON CONFLICT DO NOTHING
+RETURNING id
