@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 from pathlib import Path
 
 import psycopg
 import typer
 
 from precall.cli import localdb
-from precall.dispatcher import cron, migrate
+from precall.dispatcher import cron, logs, migrate
+from precall.dispatcher.config import Config
+from precall.dispatcher.service import Dispatcher
 
 app = typer.Typer(no_args_is_help=True, help="A running demo on a local PostgreSQL with pg_cron.")
 
@@ -41,11 +45,13 @@ def db_down() -> None:
 
 
 DEMO_USERS = [
-    # (phone, locale, tz, streak, token, platform, push, pref, lead, coach, topic, call in min)
-    ("+15555550101", "en", "America/New_York", 12, "demo-token-en", "ios", True, "push_only", 5, "Max", "fitness_checkin", 6),
-    ("+33612345678", "fr", "Europe/Paris", 7, None, None, False, "sms_only", 5, "Léa", "mood_check", 7),
-    ("+15555550103", "en", "America/Chicago", 21, "demo-token-c", "android", True, "push_and_sms", 3, "Sam", "streak_celebrate", 5),
-    (None, "en", "UTC", 3, None, None, False, "push_only", 5, "Max", "meal_review", 8),
+    # (phone, locale, tz, streak, token, platform, push, pref, lead min, coach, topic, call in seconds)
+    # Short leads so the demo's previews leave within a minute and a half.
+    ("+15555550101", "en", "America/New_York", 12, "demo-token-en", "ios", True, "push_only", 1, "Max", "fitness_checkin", 75),
+    ("+33612345678", "fr", "Europe/Paris", 7, None, None, False, "sms_only", 1, "Léa", "mood_check", 90),
+    ("+15555550103", "en", "America/Chicago", 21, "demo-token-c", "android", True, "push_only", 1, "Sam", "streak_celebrate", 105),
+    (None, "en", "UTC", 3, None, None, False, "push_only", 1, "Max", "meal_review", 110),
+    ("+15555550105", "fr", "Europe/Paris", 20, "demo-token-fr", "ios", True, "push_only", 2, "Max", "weekly_weighin", 150),
 ]
 
 
@@ -57,7 +63,7 @@ def seed(dsn: str) -> int:
             row = conn.execute("INSERT INTO coach_personas (name) VALUES (%s) RETURNING id", (name,)).fetchone()
             assert row is not None
             coaches[name] = str(row[0])
-        for phone, locale, tz, streak, token, platform, push, pref, lead, coach, topic, minutes in DEMO_USERS:
+        for phone, locale, tz, streak, token, platform, push, pref, lead, coach, topic, seconds in DEMO_USERS:
             row = conn.execute(
                 "INSERT INTO users (phone_number, locale, timezone, current_streak, fcm_token, platform, push_enabled,"
                 " notification_pref, notification_lead_min, coach_persona_id)"
@@ -67,8 +73,8 @@ def seed(dsn: str) -> int:
             assert row is not None
             conn.execute(
                 "INSERT INTO scheduled_calls (user_id, scheduled_at, topic)"
-                " VALUES (%s, date_trunc('second', now()) + make_interval(mins => %s), %s)",
-                (row[0], minutes, topic),
+                " VALUES (%s, date_trunc('second', now()) + make_interval(secs => %s), %s)",
+                (row[0], seconds, topic),
             )
     return len(DEMO_USERS)
 
@@ -77,6 +83,7 @@ def show(dsn: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         rows = conn.execute(
             "SELECT to_char(n.send_at, 'HH24:MI:SS'), to_char(c.scheduled_at, 'HH24:MI:SS'), n.type, n.status,"
+            " coalesce(round(extract(epoch FROM n.attempted_at - n.send_at) * 1000, 1)::text, '-'),"
             " coalesce(n.reason, '') FROM notification_logs n JOIN scheduled_calls c ON c.id = n.call_id"
             " ORDER BY n.send_at"
         ).fetchall()
@@ -84,15 +91,15 @@ def show(dsn: str) -> None:
             "SELECT count(*) FROM scheduled_calls c WHERE c.status = 'pending' AND NOT EXISTS"
             " (SELECT 1 FROM notification_logs n WHERE n.call_id = c.id)"
         ).fetchone()
-    typer.echo("send_at (UTC)  call at   type          status   reason")
-    for send_at, call_at, type_, status, reason in rows:
-        typer.echo(f"{send_at}       {call_at}  {type_:<13} {status:<8} {reason}")
+    typer.echo("send_at (UTC)  call at   type          status   late(ms)  reason")
+    for send_at, call_at, type_, status, late, reason in rows:
+        typer.echo(f"{send_at}       {call_at}  {type_:<13} {status:<8} {late:>8}  {reason}")
     typer.echo(f"{pending[0] if pending else 0} more call(s) not yet in the window: pg_cron plans them each minute.")
 
 
 @app.command("seed")
 def seed_cmd() -> None:
-    """Insert demo users and calls 5-8 minutes out."""
+    """Insert demo users and calls 1-3 minutes out (1-2 minute leads)."""
     typer.echo(f"seeded {seed(_demo_dsn())} calls")
 
 
@@ -103,7 +110,7 @@ def show_cmd() -> None:
 
 
 @app.command("setup")
-def setup_cmd() -> None:
+def setup_cmd() -> str:
     """Start the database, migrate, install the cron job, seed and show the plan."""
     dsn = _demo_dsn()
     os.environ["DATABASE_URL"] = dsn
@@ -114,3 +121,41 @@ def setup_cmd() -> None:
     typer.echo(f"seeded {seed(dsn)} calls")
     show(dsn)
     typer.echo(f"\nDATABASE_URL={dsn}")
+    return dsn
+
+
+@app.command("run")
+def run_cmd(
+    max_seconds: float = typer.Option(180, help="Stop the dispatcher after this long at most."),
+) -> None:
+    """The whole demo: setup, then the dispatcher (log providers) until every preview has left."""
+    dsn = setup_cmd()
+    os.environ.update({"DATABASE_URL": dsn, "PRECALL_PUSH_PROVIDER": "log", "PRECALL_SMS_PROVIDER": "log",
+                       "PRECALL_POLL_INTERVAL_S": os.environ.get("PRECALL_POLL_INTERVAL_S", "5")})
+    logs.configure("INFO", json_lines=False)
+    typer.echo("\nrunning the dispatcher with the log providers (Ctrl-C to stop)…")
+    asyncio.run(_dispatch_until_done(dsn, max_seconds))
+    typer.echo("")
+    show(dsn)
+
+
+async def _dispatch_until_done(dsn: str, max_seconds: float) -> None:
+    dispatcher = Dispatcher(Config.from_env())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    task = asyncio.create_task(dispatcher.run(stop))
+    deadline = loop.time() + max_seconds
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        while not stop.is_set() and loop.time() < deadline:
+            cur = await conn.execute(
+                "SELECT count(*) FROM notification_logs WHERE status IN ('queued', 'sending')"
+                " OR (SELECT count(*) FROM scheduled_calls c WHERE c.status = 'pending' AND c.scheduled_at > now()"
+                "     AND NOT EXISTS (SELECT 1 FROM notification_logs n WHERE n.call_id = c.id)) > 0")
+            row = await cur.fetchone()
+            if row and row[0] == 0:
+                break
+            await asyncio.sleep(1)
+    stop.set()
+    await task

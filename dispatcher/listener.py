@@ -21,7 +21,7 @@ async def listen(dsn: str, on_wake: Callable[[], None], on_connected: Callable[[
     backoff = 0.2
     while not stop.is_set():
         try:
-            conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+            conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True, application_name="precall-listener")
         except psycopg.OperationalError as exc:
             log.warning("listener cannot connect (%s); retrying in %.1fs", str(exc).strip().splitlines()[-1], backoff)
             await _sleep_or_stop(stop, backoff)

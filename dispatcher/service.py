@@ -1,5 +1,5 @@
-"""The dispatcher loop: sleep until the earliest send_at (or a NOTIFY, or the backstop poll),
-claim what is due, send each claimed preview concurrently."""
+"""The dispatcher loop: sleep until the earliest send_at or call time (or a NOTIFY, or the
+backstop poll), claim what is due, send each claimed preview and fire each due call concurrently."""
 
 from __future__ import annotations
 
@@ -7,25 +7,30 @@ import asyncio
 import logging
 import os
 import socket
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import psycopg
 from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 
 from precall import sql
+from precall.dispatcher.call_hand_off import CallHandOff, DueCall
 from precall.dispatcher.config import Config
+from precall.dispatcher.errors import ConfigError
 from precall.dispatcher.listener import listen
 from precall.dispatcher.providers import factory
 from precall.dispatcher.providers.base import PushSender, SmsSender
 from precall.dispatcher.render import Renderer
 from precall.dispatcher.send_preview import ClaimedPreview, PreviewSender
+from precall.dispatcher.systemd import SystemdNotifier
 
 log = logging.getLogger("precall.dispatcher")
 
 # A due row we could not claim (locked by another dispatcher for a moment) must not spin the loop.
 MIN_RECHECK_S = 0.05
+HEARTBEAT_EVERY_S = 15.0
 
 
 def default_worker_name() -> str:
@@ -34,7 +39,10 @@ def default_worker_name() -> str:
 
 class Dispatcher:
     def __init__(self, config: Config, push: PushSender | None = None, sms: SmsSender | None = None,
-                 renderer: Renderer | None = None, shutdown_grace_s: float = 10.0) -> None:
+                 renderer: Renderer | None = None, shutdown_grace_s: float = 10.0,
+                 notifier: SystemdNotifier | None = None) -> None:
+        if config.call_webhook_url and not config.webhook_secret:
+            raise ConfigError("PRECALL_CALL_WEBHOOK_URL is set but PRECALL_WEBHOOK_SECRET is not: the call webhook is always signed")
         self.config = config
         # Built here so a missing credential fails before anything starts.
         self.push = push or factory.push_sender(config)
@@ -42,22 +50,25 @@ class Dispatcher:
         self.renderer = renderer or Renderer(french_typography=os.environ.get("PRECALL_FR_TYPOGRAPHY") == "1")
         self.worker = config.worker_name or default_worker_name()
         self.shutdown_grace_s = shutdown_grace_s
+        self.notifier = notifier or SystemdNotifier()
         self.listening = asyncio.Event()
         self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
+        self._last_heartbeat = 0.0
 
-    async def run(self, stop: asyncio.Event, on_ready: Callable[[], None] | None = None,
-                  on_tick: Callable[[], None] | None = None) -> None:
+    async def run(self, stop: asyncio.Event) -> None:
         pool = AsyncConnectionPool(
             self.config.database_url, min_size=self.config.pool_min, max_size=self.config.pool_max,
             # No per-checkout check: it would double the idle query rate. A connection broken by a
             # server restart raises OperationalError once, and the pool discards it.
-            kwargs={"autocommit": True}, open=False,
+            kwargs={"autocommit": True, "application_name": "precall-dispatcher"}, open=False,
             reconnect_timeout=0,  # keep trying for ever: PostgreSQL restarts must not kill us
         )
         await pool.open(wait=False)
         await self.push.start()
         await self.sms.start()
+        calls = CallHandOff(pool, self.worker, self.config.call_webhook_url, self.config.webhook_secret)
+        await calls.start()
         sender = PreviewSender(pool, self.push, self.sms, self.renderer, self.config, self.worker)
 
         def connected() -> None:
@@ -65,8 +76,8 @@ class Dispatcher:
             self.listening.set()
             self._wake.set()  # catch up on whatever became due while we were not listening
             log.info("listening on precall_due", extra={"worker": self.worker})
-            if first and on_ready:
-                on_ready()
+            if first:
+                self.notifier.ready()
 
         listener = asyncio.create_task(
             listen(self.config.database_url, self._wake.set, connected, stop, self.config.poll_interval_s))
@@ -74,22 +85,63 @@ class Dispatcher:
         backoff = 0.2
         try:
             while not stop.is_set():
-                if on_tick:
-                    on_tick()
+                self.notifier.watchdog()
                 self._wake.clear()
                 try:
-                    claimed, delay = await self._drain(pool, sender, stop)
+                    await self._heartbeat(pool)
+                    claimed, delay = await self._tick(pool, sender, calls, stop)
                     backoff = 0.2
-                except (psycopg.OperationalError, psycopg.errors.AdminShutdown) as exc:
+                except psycopg.OperationalError as exc:
                     log.warning("database unavailable (%s); retrying in %.1fs", str(exc).strip()[:200], backoff)
                     claimed, delay = 0, backoff
                     backoff = min(backoff * 2, 5)
+                if claimed:
+                    continue  # look again at once: more may be due
                 timeout = self.config.poll_interval_s if delay is None else min(delay, self.config.poll_interval_s)
-                if timeout <= 0:
-                    timeout = 0 if claimed else MIN_RECHECK_S
-                await self._wait(stop, timeout)
+                await self._wait(stop, max(timeout, MIN_RECHECK_S) if timeout <= 0 else timeout)
         finally:
-            await self._shutdown(pool, listener)
+            self.notifier.stopping()
+            await self._shutdown(pool, listener, calls)
+
+    async def _tick(self, pool: AsyncConnectionPool, sender: PreviewSender, calls: CallHandOff,
+                    stop: asyncio.Event) -> tuple[int, float | None]:
+        """One look at the schedule: claims whatever is due; returns (claimed, seconds to the next due)."""
+        async with pool.connection() as conn:
+            row = await (await conn.execute(sql.query("next_due"))).fetchone()
+        preview_in, call_in = row if row else (None, None)
+        claimed = 0
+        if preview_in is not None and preview_in <= 0:
+            claimed += await self._claim(pool, "claim_due_previews", ClaimedPreview, sender.process, stop)
+        if call_in is not None and call_in <= 0:
+            claimed += await self._claim(pool, "claim_due_calls", DueCall, calls.fire, stop)
+        upcoming = [s for s in (preview_in, call_in) if s is not None]
+        return claimed, (min(upcoming) if upcoming else None)
+
+    async def _claim(self, pool: AsyncConnectionPool, query: str, row_type: type, handle: Callable[..., Awaitable[None]],
+                     stop: asyncio.Event) -> int:
+        while len(self._inflight) >= self.config.max_in_flight and not stop.is_set():
+            await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            return 0
+        limit = min(self.config.claim_batch, self.config.max_in_flight - len(self._inflight))
+        async with pool.connection() as conn:
+            cur = conn.cursor(row_factory=class_row(row_type))
+            await cur.execute(sql.query(query), {"worker": self.worker, "limit": limit})
+            rows = await cur.fetchall()
+        for item in rows:
+            task = asyncio.create_task(handle(item))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+        return len(rows)
+
+    async def _heartbeat(self, pool: AsyncConnectionPool, stopped: bool = False) -> None:
+        now = time.monotonic()
+        if not stopped and now - self._last_heartbeat < HEARTBEAT_EVERY_S:
+            return
+        self._last_heartbeat = now
+        async with pool.connection() as conn:
+            await conn.execute(sql.query("heartbeat"), {"name": self.worker, "hostname": socket.gethostname(),
+                                                         "pid": os.getpid(), "stopped": stopped})
 
     async def _wait(self, stop: asyncio.Event, timeout: float) -> None:
         waiters = [asyncio.create_task(self._wake.wait()), asyncio.create_task(stop.wait())]
@@ -99,34 +151,8 @@ class Dispatcher:
             for w in waiters:
                 w.cancel()
 
-    async def _drain(self, pool: AsyncConnectionPool, sender: PreviewSender,
-                     stop: asyncio.Event) -> tuple[int, float | None]:
-        """Claims and starts everything due; returns (claimed, seconds until the next due row)."""
-        total = 0
-        while not stop.is_set():
-            free = self.config.max_in_flight - len(self._inflight)
-            if free <= 0:
-                await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
-                continue
-            limit = min(self.config.claim_batch, free)
-            async with pool.connection() as conn:
-                cur = conn.cursor(row_factory=class_row(ClaimedPreview))
-                await cur.execute(sql.query("claim_due_previews"), {"worker": self.worker, "limit": limit})
-                rows = await cur.fetchall()
-                if len(rows) < limit:
-                    # Same connection, one checkout: an idle tick costs two statements.
-                    nxt = await (await conn.execute(sql.query("seconds_until_next_due"))).fetchone()
-            for row in rows:
-                task = asyncio.create_task(sender.process(row))
-                self._inflight.add(task)
-                task.add_done_callback(self._inflight.discard)
-            total += len(rows)
-            if len(rows) < limit:
-                return total, None if nxt is None or nxt[0] is None else float(nxt[0])
-        return total, None
-
-    async def _shutdown(self, pool: AsyncConnectionPool, listener: asyncio.Task[None]) -> None:
-        log.info("dispatcher stopping: no new claims, finishing %d in-flight preview(s)", len(self._inflight),
+    async def _shutdown(self, pool: AsyncConnectionPool, listener: asyncio.Task[None], calls: CallHandOff) -> None:
+        log.info("dispatcher stopping: no new claims, finishing %d in-flight task(s)", len(self._inflight),
                  extra={"worker": self.worker})
         if self._inflight:
             _, pending = await asyncio.wait(self._inflight, timeout=self.shutdown_grace_s)
@@ -136,7 +162,13 @@ class Dispatcher:
                 await asyncio.wait(pending, timeout=1)
         listener.cancel()
         await asyncio.gather(listener, return_exceptions=True)
+        try:
+            await asyncio.wait_for(self._heartbeat(pool, stopped=True), 2)
+        except Exception:  # noqa: BLE001 - the database may be the reason we stop
+            pass
+        await calls.close()
         await self.push.close()
         await self.sms.close()
         await pool.close()
+        self.notifier.close()
         log.info("dispatcher stopped", extra={"worker": self.worker})

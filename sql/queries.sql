@@ -3,8 +3,20 @@
 -- claim_due_previews --
 SELECT * FROM precall.claim_due_previews(%(worker)s, %(limit)s)
 
--- seconds_until_next_due --
-SELECT precall.seconds_until_next_due()
+-- next_due --
+SELECT preview_in, call_in FROM precall.next_due()
+
+-- claim_due_calls --
+SELECT * FROM precall.claim_due_calls(%(worker)s, %(limit)s)
+
+-- record_call_fired --
+SELECT precall.record_call_fired(%(call_id)s, %(worker)s, %(ok)s, %(outcome)s)
+
+-- notify_call_due --
+SELECT pg_notify('precall_call_due', %(payload)s)
+
+-- heartbeat --
+SELECT precall.heartbeat(%(name)s, %(hostname)s, %(pid)s, %(stopped)s)
 
 -- renew_lease --
 UPDATE notification_logs

@@ -1,0 +1,87 @@
+"""The call at T: NOTIFY precall_call_due and, when configured, a signed webhook POST."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import httpx
+from psycopg_pool import AsyncConnectionPool
+
+from precall import sql
+from precall.dispatcher.webhook_signature import HEADER, sign
+
+log = logging.getLogger("precall.calls")
+
+WEBHOOK_ATTEMPTS = 3
+WEBHOOK_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class DueCall:
+    call_id: uuid.UUID
+    user_id: uuid.UUID
+    scheduled_at: datetime
+    due_at: datetime
+    attempts: int
+
+
+class CallHandOff:
+    def __init__(self, pool: AsyncConnectionPool, worker: str, webhook_url: str | None, secret: str | None) -> None:
+        self._pool = pool
+        self._worker = worker
+        self._url = webhook_url
+        self._secret = secret or ""
+        self._http: httpx.AsyncClient | None = None
+
+    async def start(self) -> None:
+        if self._url:
+            self._http = httpx.AsyncClient(timeout=WEBHOOK_TIMEOUT_S)
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+
+    async def fire(self, call: DueCall) -> None:
+        """Never raises: the outcome (ok or not) is recorded on the call job."""
+        ids = {"call_id": str(call.call_id), "user_id": str(call.user_id)}
+        body = json.dumps({
+            "call_id": str(call.call_id), "user_id": str(call.user_id),
+            "scheduled_at": call.scheduled_at.astimezone(timezone.utc).isoformat().replace("+00:00", "Z"),
+        }, separators=(",", ":"))
+        try:
+            async with self._pool.connection() as conn:
+                await conn.execute(sql.query("notify_call_due"), {"payload": body})
+            ok, outcome = True, "notified"
+            if self._url:
+                ok, outcome = await self._post(body.encode())
+            async with self._pool.connection() as conn:
+                await conn.execute(sql.query("record_call_fired"),
+                                   {"call_id": call.call_id, "worker": self._worker, "ok": ok, "outcome": outcome})
+            late_ms = (datetime.now(timezone.utc) - call.due_at).total_seconds() * 1000
+            (log.info if ok else log.error)("call fired: %s", outcome, extra={**ids, "lateness_ms": round(late_ms, 1)})
+        except Exception:  # noqa: BLE001 - the lease expiry retries it
+            log.exception("call hand-off failed", extra=ids)
+
+    async def _post(self, body: bytes) -> tuple[bool, str]:
+        assert self._http is not None and self._url is not None
+        outcome = ""
+        for attempt in range(1, WEBHOOK_ATTEMPTS + 1):
+            headers = {"Content-Type": "application/json", HEADER: sign(self._secret, body)}
+            try:
+                response = await self._http.post(self._url, content=body, headers=headers)
+            except httpx.HTTPError as exc:
+                outcome = f"webhook error: {type(exc).__name__}"
+            else:
+                outcome = f"webhook {response.status_code}"
+                if response.is_success:
+                    return True, outcome
+                if response.status_code < 500 and response.status_code != 429:
+                    return False, outcome  # the receiver refused it: retrying will not help
+            if attempt < WEBHOOK_ATTEMPTS:
+                await asyncio.sleep(0.5 * 2 ** (attempt - 1))
+        return False, outcome
