@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import httpx
-from psycopg_pool import AsyncConnectionPool
 
 from precall import sql
+from precall.dispatcher.db import Database
 from precall.dispatcher.webhook_signature import HEADER, sign
 
 log = logging.getLogger("precall.calls")
@@ -31,7 +31,7 @@ class DueCall:
 
 
 class CallHandOff:
-    def __init__(self, pool: AsyncConnectionPool, worker: str, webhook_url: str | None, secret: str | None) -> None:
+    def __init__(self, pool: Database, worker: str, webhook_url: str | None, secret: str | None) -> None:
         self._pool = pool
         self._worker = worker
         self._url = webhook_url

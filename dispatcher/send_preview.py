@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from psycopg_pool import AsyncConnectionPool
 
 from precall import sql
+from precall.dispatcher.db import Database
 from precall.dispatcher.channel import Path, Reachability, select_notification_path, valid_phone
 from precall.dispatcher.config import Config
 from precall.dispatcher.messages import MessageInput, minutes_left
@@ -66,7 +66,7 @@ class ClaimedPreview:
 
 
 class PreviewSender:
-    def __init__(self, pool: AsyncConnectionPool, push: PushSender, sms: SmsSender, renderer: Renderer,
+    def __init__(self, pool: Database, push: PushSender, sms: SmsSender, renderer: Renderer,
                  config: Config, worker: str) -> None:
         self._pool = pool
         self._push = push

@@ -13,9 +13,9 @@ from collections.abc import Awaitable, Callable
 
 import psycopg
 from psycopg.rows import class_row
-from psycopg_pool import AsyncConnectionPool
 
 from precall import sql
+from precall.dispatcher.db import Database
 from precall.dispatcher.call_hand_off import CallHandOff, DueCall
 from precall.dispatcher.config import Config
 from precall.dispatcher.errors import ConfigError
@@ -57,14 +57,10 @@ class Dispatcher:
         self._last_heartbeat = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
-        pool = AsyncConnectionPool(
-            self.config.database_url, min_size=self.config.pool_min, max_size=self.config.pool_max,
-            # No per-checkout check: it would double the idle query rate. A connection broken by a
-            # server restart raises OperationalError once, and the pool discards it.
-            kwargs={"autocommit": True, "application_name": "precall-dispatcher"}, open=False,
-            reconnect_timeout=0,  # keep trying for ever: PostgreSQL restarts must not kill us
-        )
-        await pool.open(wait=False)
+        # No per-checkout connection check: it would double the idle query rate. A connection
+        # broken by a server restart raises OperationalError once and is discarded.
+        pool = Database(self.config.database_url, self.config.pool_min, self.config.pool_max, "precall-dispatcher")
+        await pool.open()
         await self.push.start()
         await self.sms.start()
         calls = CallHandOff(pool, self.worker, self.config.call_webhook_url, self.config.webhook_secret)
@@ -85,14 +81,17 @@ class Dispatcher:
         backoff = 0.2
         try:
             while not stop.is_set():
-                self.notifier.watchdog()
+                if self.listening.is_set():  # systemd hears READY=1 first
+                    self.notifier.watchdog()
                 self._wake.clear()
                 try:
                     await self._heartbeat(pool)
                     claimed, delay = await self._tick(pool, sender, calls, stop)
                     backoff = 0.2
-                except psycopg.OperationalError as exc:
+                except psycopg.OperationalError as exc:  # PoolTimeout included
                     log.warning("database unavailable (%s); retrying in %.1fs", str(exc).strip()[:200], backoff)
+                    # A fresh pool retries at once instead of inheriting the old one's long backoff.
+                    await pool.reset()
                     claimed, delay = 0, backoff
                     backoff = min(backoff * 2, 5)
                 if claimed:
@@ -103,7 +102,7 @@ class Dispatcher:
             self.notifier.stopping()
             await self._shutdown(pool, listener, calls)
 
-    async def _tick(self, pool: AsyncConnectionPool, sender: PreviewSender, calls: CallHandOff,
+    async def _tick(self, pool: Database, sender: PreviewSender, calls: CallHandOff,
                     stop: asyncio.Event) -> tuple[int, float | None]:
         """One look at the schedule: claims whatever is due; returns (claimed, seconds to the next due)."""
         async with pool.connection() as conn:
@@ -117,7 +116,7 @@ class Dispatcher:
         upcoming = [s for s in (preview_in, call_in) if s is not None]
         return claimed, (min(upcoming) if upcoming else None)
 
-    async def _claim(self, pool: AsyncConnectionPool, query: str, row_type: type, handle: Callable[..., Awaitable[None]],
+    async def _claim(self, pool: Database, query: str, row_type: type, handle: Callable[..., Awaitable[None]],
                      stop: asyncio.Event) -> int:
         while len(self._inflight) >= self.config.max_in_flight and not stop.is_set():
             await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
@@ -134,7 +133,7 @@ class Dispatcher:
             task.add_done_callback(self._inflight.discard)
         return len(rows)
 
-    async def _heartbeat(self, pool: AsyncConnectionPool, stopped: bool = False) -> None:
+    async def _heartbeat(self, pool: Database, stopped: bool = False) -> None:
         now = time.monotonic()
         if not stopped and now - self._last_heartbeat < HEARTBEAT_EVERY_S:
             return
@@ -151,7 +150,7 @@ class Dispatcher:
             for w in waiters:
                 w.cancel()
 
-    async def _shutdown(self, pool: AsyncConnectionPool, listener: asyncio.Task[None], calls: CallHandOff) -> None:
+    async def _shutdown(self, pool: Database, listener: asyncio.Task[None], calls: CallHandOff) -> None:
         log.info("dispatcher stopping: no new claims, finishing %d in-flight task(s)", len(self._inflight),
                  extra={"worker": self.worker})
         if self._inflight:
