@@ -1,0 +1,66 @@
+"""Configuration: base URLs are settings, `log` is only an explicit choice, bad setup is one line."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from firebase_admin import messaging
+
+from precall.dispatcher.config import Config
+
+
+def test_pinned_firebase_admin_still_has_the_endpoint_we_override() -> None:
+    # PRECALL_FCM_BASE_URL works by setting _MessagingService._fcm_url (no public setting exists).
+    assert messaging._MessagingService.FCM_URL == "https://fcm.googleapis.com/v1/projects/{0}/messages:send"
+    assert "self._fcm_url" in Path(messaging.__file__).read_text()
+
+
+def _dispatcher(env_overrides: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PRECALL_", "TWILIO_", "GOOGLE_"))}
+    env["DATABASE_URL"] = "postgresql://nobody@127.0.0.1:1/none"
+    env.update(env_overrides)
+    return subprocess.run([sys.executable, "-m", "precall.cli", "dispatcher"], capture_output=True, text=True,
+                          env=env, timeout=30)
+
+
+def test_fcm_without_credentials_refuses_to_start_in_one_line() -> None:
+    out = _dispatcher({})
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [
+        "precall: PRECALL_PUSH_PROVIDER=fcm needs GOOGLE_APPLICATION_CREDENTIALS (a service-account JSON); "
+        "set PRECALL_PUSH_PROVIDER=log to run without push"]
+
+
+def test_twilio_without_credentials_refuses_to_start() -> None:
+    out = _dispatcher({"PRECALL_PUSH_PROVIDER": "log"})
+    assert out.returncode == 1
+    assert "TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, PRECALL_TWILIO_FROM" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_unknown_provider_and_bad_numbers_are_one_line() -> None:
+    out = _dispatcher({"PRECALL_PUSH_PROVIDER": "apns"})
+    assert out.returncode == 1 and out.stderr.strip() == "precall: PRECALL_PUSH_PROVIDER='apns' is not one of fcm, log"
+    out = _dispatcher({"PRECALL_PUSH_PROVIDER": "log", "PRECALL_SMS_PROVIDER": "log", "PRECALL_POLL_INTERVAL_S": "soon"})
+    assert out.returncode == 1 and "PRECALL_POLL_INTERVAL_S='soon' is not a number" in out.stderr
+
+
+def test_webhook_needs_a_secret() -> None:
+    out = _dispatcher({"PRECALL_PUSH_PROVIDER": "log", "PRECALL_SMS_PROVIDER": "log",
+                       "PRECALL_CALL_WEBHOOK_URL": "http://127.0.0.1:9/x"})
+    assert out.returncode == 1 and "PRECALL_WEBHOOK_SECRET" in out.stderr
+
+
+def test_defaults_are_the_real_providers() -> None:
+    c = Config.from_env({"DATABASE_URL": "postgresql:///x"})
+    assert (c.push_provider, c.sms_provider) == ("fcm", "twilio")
+    assert c.fcm_base_url == "https://fcm.googleapis.com" and c.twilio_base_url == "https://api.twilio.com"
+    assert c.fallback_wait_s == 30
+
+
+def test_systemd_unit_runs_the_daemon_directly() -> None:
+    unit = (Path(__file__).parents[1] / "deploy" / "precall-dispatcher.service").read_text()
+    lines = {line.split("=", 1)[0]: line.split("=", 1)[1] for line in unit.splitlines() if "=" in line and not line.startswith("#")}
+    assert lines["Type"] == "notify" and lines["NotifyAccess"] == "main" and lines["Restart"] == "on-failure"
+    assert lines["ExecStart"].endswith("precall dispatcher") and "WatchdogSec" in lines and "EnvironmentFile" in lines
