@@ -85,7 +85,7 @@ def main() -> None:
         conn.execute(
             "INSERT INTO users (fcm_token, push_enabled, phone_number, notification_lead_min, notification_pref)"
             " SELECT 'tok-' || g, true, '+1555' || lpad(g::text, 7, '0'), 1,"
-            "        CASE WHEN g % 10 = 0 THEN 'sms_only' ELSE 'push_only' END FROM generate_series(1, %s) g",
+            "        CASE WHEN g %% 10 = 0 THEN 'sms_only' ELSE 'push_only' END FROM generate_series(1, %s) g",
             (args.spread,))
         conn.execute("INSERT INTO scheduled_calls (user_id, scheduled_at, topic)"
                      " SELECT id, now() + interval '65 seconds' + random() * interval '20 seconds', 'mood_check' FROM users")
@@ -125,9 +125,9 @@ def main() -> None:
         conn.execute("INSERT INTO users (notification_lead_min) SELECT 5 FROM generate_series(1, 100000)")
         conn.execute(
             "INSERT INTO scheduled_calls (user_id, scheduled_at, status, topic)"
-            " SELECT u.id, now() - interval '15 days' + g * (interval '30 days' / %s),"
+            " SELECT u.ids[1 + g %% 100000], now() - interval '15 days' + g * (interval '30 days' / %s),"
             "        CASE WHEN g < %s / 2 THEN 'answered' ELSE 'pending' END, 'mood_check'"
-            " FROM generate_series(1, %s) g JOIN LATERAL (SELECT id FROM users OFFSET (g %% 100000) LIMIT 1) u ON true",
+            " FROM generate_series(1, %s) g, (SELECT array_agg(id) AS ids FROM users) u",
             (args.plan_calls, args.plan_calls, args.plan_calls))
         conn.execute("ALTER TABLE scheduled_calls ENABLE TRIGGER _500_plan_previews")
         conn.execute("VACUUM ANALYZE")

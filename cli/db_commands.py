@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from precall.dispatcher import cron, migrate
 from precall.dispatcher.config import database_url
 from precall.dispatcher.errors import CronUnavailable
-
-import os
 
 app = typer.Typer(no_args_is_help=True, help="Schema migrations and the pg_cron planning job.")
 

@@ -82,7 +82,7 @@ class Config:
     twilio_timeout_s: float = 10.0
     poll_interval_s: float = 5.0
     claim_batch: int = 100
-    max_in_flight: int = 200
+    max_in_flight: int = 64
     pool_min: int = 1
     pool_max: int = 10
     fallback_wait_s: float = 30.0
@@ -110,7 +110,7 @@ class Config:
             twilio_timeout_s=_number(env, "PRECALL_TWILIO_TIMEOUT_S", 10.0, 0.1, 60),
             poll_interval_s=_number(env, "PRECALL_POLL_INTERVAL_S", 5.0, 0.2, 300),
             claim_batch=int(_number(env, "PRECALL_CLAIM_BATCH", 100, 1, 5000)),
-            max_in_flight=int(_number(env, "PRECALL_MAX_IN_FLIGHT", 200, 1, 10000)),
+            max_in_flight=int(_number(env, "PRECALL_MAX_IN_FLIGHT", 64, 1, 10000)),
             pool_min=int(_number(env, "PRECALL_DB_POOL_MIN", 1, 1, 100)),
             pool_max=int(_number(env, "PRECALL_DB_POOL_MAX", 10, 1, 500)),
             fallback_wait_s=_number(env, "PRECALL_FALLBACK_WAIT_S", 30.0, 1, 600),

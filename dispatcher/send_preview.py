@@ -150,19 +150,26 @@ class PreviewSender:
         )
         common = {"type_": "preview_push", "channel": "push", "title": title, "body": body}
         attempted_at = utcnow()
+        # Retries stop at the call, or for Path C when its SMS would have gone out anyway.
+        give_up_at = row.scheduled_at
+        if with_fallback and row.reach.phone:
+            give_up_at = min(give_up_at, attempted_at + timedelta(seconds=self._config.fallback_wait_s))
         backoff = 0.5
         while True:
-            remaining = (row.scheduled_at - utcnow()).total_seconds()
+            remaining = (give_up_at - utcnow()).total_seconds()
             try:
                 accepted = await self._push.send(request, timeout=max(0.1, min(self._config.fcm_timeout_s, remaining)))
             except DeadToken as exc:
                 await self._dead_token(row, exc, common, attempted_at)
                 return
             except Transient as exc:
-                remaining = (row.scheduled_at - utcnow()).total_seconds()
-                if remaining < backoff + 1:
-                    await self._unsent(row.id, "failed", f"fcm_unavailable: {exc.code} until the call",
+                # A timeout is ambiguous (FCM may have accepted it): a retry can deliver twice, but
+                # the shared collapse key (the call id) makes the device show one notification.
+                if (give_up_at - utcnow()).total_seconds() < backoff + 1:
+                    await self._unsent(row.id, "failed", f"fcm_unavailable: {exc.code}, gave up before the deadline",
                                        error_msg=exc.message, attempted_at=attempted_at, **common)
+                    if with_fallback:
+                        await self._fallback_now(row, f"push failed ({exc.code})")
                     return
                 log.info("transient FCM error %s, retrying in %.1fs", exc.code, backoff, extra=row.ids())
                 await self._exec("renew_lease", {"id": row.id, "worker": self._worker})
@@ -172,6 +179,8 @@ class PreviewSender:
             except ProviderError as exc:
                 await self._unsent(row.id, "failed", f"fcm_rejected: {exc.code}", error_msg=exc.message,
                                    attempted_at=attempted_at, **common)
+                if with_fallback:
+                    await self._fallback_now(row, f"push rejected ({exc.code})")
                 return
             break
         await self._sent(row.id, provider_id=accepted.provider_id, attempted_at=attempted_at,
@@ -185,11 +194,14 @@ class PreviewSender:
         await self._exec("disable_push", {"user_id": row.user_id, "token": row.fcm_token})
         await self._unsent(row.id, "failed", f"token_dead: {exc.code}; push_enabled set to false",
                            error_msg=exc.message, attempted_at=attempted_at, **common)
+        await self._fallback_now(row, f"push token dead ({exc.code})")
+
+    async def _fallback_now(self, row: ClaimedPreview, reason: str) -> None:
+        """The push failed for good: the SMS goes now, as fallback_sms (once: a unique index)."""
         if not row.reach.phone:
-            log.warning("push token dead and no phone number: no preview", extra=row.ids())
+            log.warning("%s and no usable phone number: no preview", reason, extra=row.ids())
             return
-        created = await self._exec("insert_fallback_now", {"parent_id": row.id, "worker": self._worker,
-                                                           "reason": f"push token dead ({exc.code})"})
+        created = await self._exec("insert_fallback_now", {"parent_id": row.id, "worker": self._worker, "reason": reason})
         if created:
             await self._send_sms(row, created[0][0], "fallback_sms")
 

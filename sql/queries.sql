@@ -27,7 +27,7 @@ WHERE id = %(id)s AND status = 'sending' AND lease_owner = %(worker)s
 WITH sent AS (
     UPDATE notification_logs
     SET status = 'sent', type = %(type)s, channel = %(channel)s, title = %(title)s, body = %(body)s,
-        provider_id = %(provider_id)s, reason = %(reason)s, error_msg = NULL,
+        provider_id = %(provider_id)s, reason = coalesce(%(reason)s, reason), error_msg = NULL,
         attempted_at = %(attempted_at)s, sent_at = %(sent_at)s,
         sms_encoding = %(sms_encoding)s, sms_segments = %(sms_segments)s,
         cost_estimate = %(cost)s, cost_currency = %(currency)s,

@@ -258,3 +258,13 @@ def test_systemd_notify_protocol(tmp_path, abstract, start_dispatcher) -> None:
         messages.append(sock.recv(4096).decode())
     assert d.proc.wait(15) == 0
     sock.close()
+
+
+def test_path_c_push_rejected_sends_the_sms_at_once(db, make, fake_fcm, fake_twilio, start_dispatcher) -> None:
+    start_dispatcher()
+    _, call = path_c_user(make, token="badpayload-1")
+    wait_until(lambda: fake_twilio.state.accepted(), timeout=10)
+    push, fallback = by_type(db, call, "preview_push"), by_type(db, call, "fallback_sms")
+    assert push["status"] == "failed" and push["reason"] == "fcm_rejected: INVALID_ARGUMENT"
+    assert fallback["status"] == "sent" and fallback["reason"].startswith("push rejected")
+    assert len(fake_twilio.state.sent) == 1
