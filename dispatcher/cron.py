@@ -57,6 +57,13 @@ def cron_dsn(app_dsn: str, configured: str | None) -> str:
     return make_conninfo(app_dsn, dbname=cron_db)
 
 
+def _database_name(dsn: str) -> str:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT current_database()").fetchone()
+        assert row is not None
+        return str(row[0])
+
+
 def _require_pg_cron(conn: psycopg.Connection) -> str:
     if not _preloaded(conn):
         raise CronUnavailable(
@@ -75,10 +82,7 @@ def _require_pg_cron(conn: psycopg.Connection) -> str:
 
 def install(app_dsn: str, cron_dsn_: str) -> CronState:
     """Creates the extension if needed and upserts the planning and purge jobs."""
-    with psycopg.connect(app_dsn, autocommit=True) as app:
-        row = app.execute("SELECT current_database()").fetchone()
-        assert row is not None
-        app_db = str(row[0])
+    app_db = _database_name(app_dsn)
     with psycopg.connect(cron_dsn_, autocommit=True) as conn:
         cron_db = _require_pg_cron(conn)
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
@@ -97,10 +101,7 @@ def install(app_dsn: str, cron_dsn_: str) -> CronState:
 
 def uninstall(app_dsn: str, cron_dsn_: str) -> None:
     """Removes this app database's planning job (the shared purge job stays)."""
-    with psycopg.connect(app_dsn, autocommit=True) as app:
-        row = app.execute("SELECT current_database()").fetchone()
-        assert row is not None
-        app_db = str(row[0])
+    app_db = _database_name(app_dsn)
     with psycopg.connect(cron_dsn_, autocommit=True) as conn:
         _require_pg_cron(conn)
         conn.execute(
@@ -109,10 +110,7 @@ def uninstall(app_dsn: str, cron_dsn_: str) -> None:
 
 
 def state(app_dsn: str, cron_dsn_: str) -> CronState:
-    with psycopg.connect(app_dsn, autocommit=True) as app:
-        row = app.execute("SELECT current_database()").fetchone()
-        assert row is not None
-        app_db = str(row[0])
+    app_db = _database_name(app_dsn)
     try:
         conn = psycopg.connect(cron_dsn_, autocommit=True)
     except psycopg.OperationalError:

@@ -7,6 +7,7 @@ cluster started here (initdb + pg_ctl, as the postgres user when running as root
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -124,24 +125,27 @@ def drop_db(pg_server: PgServer, name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture
-def db(pg_server: PgServer, template_db: str) -> Iterator[str]:
-    """DSN of a fresh, migrated database for this test (dropped, cron jobs removed, afterwards)."""
-    name = create_db(pg_server, template_db)
+@contextlib.contextmanager
+def fresh_db(pg_server: PgServer, template: str | None) -> Iterator[str]:
+    name = create_db(pg_server, template)
     try:
         yield pg_server.dsn(name)
     finally:
         drop_db(pg_server, name)
+
+
+@pytest.fixture
+def db(pg_server: PgServer, template_db: str) -> Iterator[str]:
+    """DSN of a fresh, migrated database for this test (dropped, cron jobs removed, afterwards)."""
+    with fresh_db(pg_server, template_db) as dsn:
+        yield dsn
 
 
 @pytest.fixture
 def empty_db(pg_server: PgServer) -> Iterator[str]:
     """DSN of a fresh database with nothing in it (for migration tests)."""
-    name = create_db(pg_server, None)
-    try:
-        yield pg_server.dsn(name)
-    finally:
-        drop_db(pg_server, name)
+    with fresh_db(pg_server, None) as dsn:
+        yield dsn
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ will answer: dead-* → 404 UNREGISTERED, mismatch-* → 403 SENDER_ID_MISMATCH,
 INVALID_ARGUMENT (not a valid FCM registration token), badpayload-* → 400 INVALID_ARGUMENT
 (another reason), unavailable-* → 503 UNAVAILABLE, quota-* → 429 QUOTA_EXCEEDED, slow-* → a
 slow success (FAKE_FCM_SLOW_S), flaky-* → 503 on the first try, then success.
-Run standalone: python tests/fakes/fake_fcm.py --port 8811
+Run standalone: cd tests && python -m fakes.fake_fcm --port 8811
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from fakes.http_fake import FakeServer, JsonHandler
 
 SEND_PATH = re.compile(r"^/v1/projects/([^/]+)/messages:send$")
 
@@ -61,36 +62,23 @@ class FakeFcmState:
             return [r for r in self.sent if r.status == 200]
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server: "FakeFcmServer"
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def _reply(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=UTF-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def do_POST(self) -> None:  # noqa: N802
-        length = int(self.headers.get("Content-Length", 0))
-        raw = self.rfile.read(length)
+        raw = self.read_body()
         state = self.server.state
         if self.path in ("/token", "/oauth2/v4/token"):
             with state.lock:
                 state.token_requests += 1
-            self._reply(200, {"access_token": "fake-access-token", "expires_in": 3600, "token_type": "Bearer"})
+            self.reply(200, {"access_token": "fake-access-token", "expires_in": 3600, "token_type": "Bearer"})
             return
         match = SEND_PATH.match(self.path)
         if not match:
-            self._reply(404, _error(404, "NOT_FOUND", f"no route {self.path}", None))
+            self.reply(404, _error(404, "NOT_FOUND", f"no route {self.path}", None))
             return
         if not self.headers.get("Authorization", "").startswith("Bearer "):
-            self._reply(401, _error(401, "UNAUTHENTICATED", "Request is missing required authentication credential.", None))
+            self.reply(401, _error(401, "UNAUTHENTICATED", "Request is missing required authentication credential.", None))
             return
         message = json.loads(raw)["message"]
         token = message.get("token", "")
@@ -107,23 +95,16 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(state.slow_s)
         with state.lock:
             state.sent.append(FcmRecord(time.time(), match.group(1), message, status))
-        self._reply(status, body)
+        self.reply(status, body)
 
 
-class FakeFcmServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 1024  # the default backlog of 5 makes bursts wait for SYN retransmits
-
+class FakeFcmServer(FakeServer):
     def __init__(self, port: int = 0) -> None:
-        super().__init__(("127.0.0.1", port), _Handler)
+        super().__init__(_Handler, port)
         self.state = FakeFcmState()
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
     def start(self) -> "FakeFcmServer":
-        threading.Thread(target=self.serve_forever, daemon=True).start()
+        super().start()
         return self
 
 

@@ -3,7 +3,7 @@ real success and error JSON.
 
 Behaviour by destination (as Twilio's magic test numbers): +15005550004 → 21610 (replied STOP),
 +15005550001 → 21211 (invalid To), +15005550009 → 21614 (not a mobile), +15005550002 → 500.
-Run standalone: python tests/fakes/fake_twilio.py --port 8812
+Run standalone: cd tests && python -m fakes.fake_twilio --port 8812
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
+
+from fakes.http_fake import FakeServer, JsonHandler
 
 MESSAGES_PATH = re.compile(r"^/2010-04-01/Accounts/(AC\w+)/Messages\.json$")
 
@@ -47,32 +48,19 @@ class FakeTwilioState:
             return [r for r in self.sent if r.status == 201]
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server: "FakeTwilioServer"
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def _reply(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def do_POST(self) -> None:  # noqa: N802
-        length = int(self.headers.get("Content-Length", 0))
-        raw = self.rfile.read(length).decode()
+        raw = self.read_body().decode()
         match = MESSAGES_PATH.match(self.path)
         if not match:
-            self._reply(404, {"code": 20404, "message": "The requested resource was not found", "status": 404})
+            self.reply(404, {"code": 20404, "message": "The requested resource was not found", "status": 404})
             return
         auth = self.headers.get("Authorization", "")
         user = base64.b64decode(auth.split(" ", 1)[1]).decode().split(":")[0] if auth.startswith("Basic ") else ""
         if user != match.group(1):
-            self._reply(401, {"code": 20003, "message": "Authenticate", "more_info": "https://www.twilio.com/docs/errors/20003", "status": 401})
+            self.reply(401, {"code": 20003, "message": "Authenticate", "more_info": "https://www.twilio.com/docs/errors/20003", "status": 401})
             return
         form = {k: v[0] for k, v in parse_qs(raw, keep_blank_values=True).items()}
         to = form.get("To", "")
@@ -94,23 +82,16 @@ class _Handler(BaseHTTPRequestHandler):
             }
         with self.server.state.lock:
             self.server.state.sent.append(SmsRecord(time.time(), match.group(1), form, status))
-        self._reply(status, body)
+        self.reply(status, body)
 
 
-class FakeTwilioServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 1024  # the default backlog of 5 makes bursts wait for SYN retransmits
-
+class FakeTwilioServer(FakeServer):
     def __init__(self, port: int = 0) -> None:
-        super().__init__(("127.0.0.1", port), _Handler)
+        super().__init__(_Handler, port)
         self.state = FakeTwilioState()
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
     def start(self) -> "FakeTwilioServer":
-        threading.Thread(target=self.serve_forever, daemon=True).start()
+        super().start()
         return self
 
 
