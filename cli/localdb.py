@@ -174,6 +174,8 @@ def throwaway(cron_database: str = "postgres", preload_cron: bool = True) -> Loc
 def project_cluster(state_dir: Path, cron_database: str) -> LocalCluster:
     """The demo's cluster under `.precall/`; if postgres cannot reach it, the data lives under /tmp
     and `.precall/pgdata` links to it."""
+    # Absolute: a relative path would be resolved from our cwd, hiding root-only parents.
+    state_dir = state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     link = state_dir / "pgdata"
     port_file = state_dir / "port"
