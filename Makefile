@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PG_CRON_SO := $(wildcard /usr/lib/postgresql/*/lib/pg_cron.so)
 
-.PHONY: install system-deps test demo demo-down bench lint clean
+.PHONY: install system-deps test demo demo-down bench typecheck clean
 
 install: system-deps $(STAMP)
 
@@ -41,6 +41,14 @@ demo-down:
 
 bench: install
 	$(BIN)/python bench/dispatch_latency.py
+
+# mypy cannot see through setuptools' editable import hook: check a symlinked precall/ tree.
+typecheck: install
+	$(BIN)/python -m pip install -q mypy
+	rm -rf build/mypy && mkdir -p build/mypy/precall && cp precall/__init__.py build/mypy/precall/
+	for d in dispatcher cli sql templates; do ln -s $(CURDIR)/$$d build/mypy/precall/$$d; done
+	cd build/mypy && $(CURDIR)/$(BIN)/python -m mypy --ignore-missing-imports --disallow-untyped-defs \
+		--check-untyped-defs --warn-unused-ignores -p precall
 
 clean:
 	-$(BIN)/precall demo db-down

@@ -122,7 +122,7 @@ def state(app_dsn: str, cron_dsn_: str) -> CronState:
         has_ext = conn.execute("SELECT to_regclass('cron.job') IS NOT NULL").fetchone()
         if not has_ext or not has_ext[0]:
             return CronState(True, cron_db, app_db, False, False)
-        jobs = dict(
+        jobs: dict[str, bool] = dict(
             conn.execute(
                 "SELECT jobname, active FROM cron.job WHERE jobname IN (%s, %s)", (plan_job_name(app_db), PURGE_JOB)
             ).fetchall()

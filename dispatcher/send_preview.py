@@ -148,7 +148,7 @@ class PreviewSender:
                   "deadline": row.scheduled_at.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")},
             deadline=row.scheduled_at, collapse_id=str(row.call_id),
         )
-        common = {"type_": "preview_push", "channel": "push", "title": title, "body": body}
+        common: dict[str, Any] = {"type_": "preview_push", "channel": "push", "title": title, "body": body}
         attempted_at = utcnow()
         # Retries stop at the call, or for Path C when its SMS would have gone out anyway.
         give_up_at = row.scheduled_at

@@ -9,7 +9,8 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import psycopg
 from psycopg.rows import class_row
@@ -116,7 +117,7 @@ class Dispatcher:
         upcoming = [s for s in (preview_in, call_in) if s is not None]
         return claimed, (min(upcoming) if upcoming else None)
 
-    async def _claim(self, pool: Database, query: str, row_type: type, handle: Callable[..., Awaitable[None]],
+    async def _claim(self, pool: Database, query: str, row_type: type, handle: Callable[..., Coroutine[Any, Any, None]],
                      stop: asyncio.Event) -> int:
         while len(self._inflight) >= self.config.max_in_flight and not stop.is_set():
             await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
@@ -124,11 +125,11 @@ class Dispatcher:
             return 0
         limit = min(self.config.claim_batch, self.config.max_in_flight - len(self._inflight))
         async with pool.connection() as conn:
-            cur = conn.cursor(row_factory=class_row(row_type))
+            cur: psycopg.AsyncCursor[Any] = conn.cursor(row_factory=class_row(row_type))
             await cur.execute(sql.query(query), {"worker": self.worker, "limit": limit})
             rows = await cur.fetchall()
         for item in rows:
-            task = asyncio.create_task(handle(item))
+            task: asyncio.Task[None] = asyncio.create_task(handle(item))
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
         return len(rows)

@@ -34,7 +34,7 @@ def settled(make, call_id):
 # --- Path A -------------------------------------------------------------------------------------
 
 def test_path_a_push_en_on_time_with_the_full_payload(conn, make, fake_fcm, fake_twilio, start_dispatcher) -> None:
-    start_dispatcher()
+    d = start_dispatcher()
     uid, call = due_soon(make, fcm_token="tok-en-1", push_enabled=True, platform="ios", coach="Max", current_streak=12)
     wait_until(lambda: fake_fcm.state.accepted(), timeout=10)
     wait_until(settled(make, call))
@@ -61,6 +61,10 @@ def test_path_a_push_en_on_time_with_the_full_payload(conn, make, fake_fcm, fake
     assert abs(rec.at - row["send_at"].timestamp()) < 1.0, "left more than 1 s from its send_at"
     assert conn.execute("SELECT preview_sent, preview_sent_at IS NOT NULL FROM scheduled_calls WHERE id = %s", (call,)).fetchone() == (True, True)
     assert fake_twilio.state.sent == []
+    # Structured JSON logs carry the ids ops search by.
+    sent_logs = [e for e in d.logs() if e.get("msg") == "push sent"]
+    assert sent_logs and sent_logs[0]["call_id"] == call and sent_logs[0]["user_id"] == uid
+    assert sent_logs[0]["notification_id"] == str(row["id"]) and "lateness_ms" in sent_logs[0]
 
 
 def test_path_a_push_fr(conn, make, fake_fcm, start_dispatcher) -> None:

@@ -58,7 +58,7 @@ class TwilioSmsSender:
         if self._callback:
             kwargs["status_callback"] = self._callback
         try:
-            message = await asyncio.wait_for(self._client.messages.create_async(**kwargs), timeout)  # type: ignore[arg-type]
+            message = await asyncio.wait_for(self._client.messages.create_async(**kwargs), timeout)
         except TwilioRestException as exc:
             code = str(exc.code or exc.status)
             if exc.code == 21610:
