@@ -44,6 +44,7 @@ def test_path_a_push_en_on_time_with_the_full_payload(conn, make, fake_fcm, fake
     row = row_of(make, call)
     T = conn.execute("SELECT scheduled_at FROM scheduled_calls WHERE id = %s", (call,)).fetchone()[0]
     assert m["token"] == "tok-en-1"
+    assert fake_fcm.state.token_requests >= 1  # the service account's token_uri was honoured
     assert m["notification"] == {"title": "Coach Max is calling in 1 min! 💪", "body": "Day 12: your fitness goal check-in."}
     assert m["data"] == {"route": "incoming_call", "call_id": call, "notification_id": str(row["id"]),
                          "deadline": T.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")}

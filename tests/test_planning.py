@@ -175,3 +175,17 @@ def test_status_other_than_pending_cancels(conn, make) -> None:
     conn.execute("UPDATE scheduled_calls SET status = 'in_progress' WHERE id = %s", (call,))
     assert queued(conn, call) == []
     assert make.previews(call)[0]["reason"] == "call_in_progress"
+
+
+def test_one_notify_per_planning_run_not_per_row(db, conn, make) -> None:
+    users = [make.user() for _ in range(3)]
+    calls = [make.call(u, in_seconds=3600 + i) for i, u in enumerate(users)]
+    T = call_at(conn, calls[0])
+    with psycopg.connect(db, autocommit=True) as listener:
+        listener.execute("LISTEN precall_due")
+        assert conn.execute("SELECT precall.plan_due_previews(%s)", (T - timedelta(minutes=6),)).fetchone() == (3,)
+        notes = list(listener.notifies(timeout=1.5))
+    assert len(notes) == 1
+    import json
+    payload = json.loads(notes[0].payload)
+    assert payload["v"] == 1 and payload["type"] == "previews_planned" and payload["count"] == 3
