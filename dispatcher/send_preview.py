@@ -17,7 +17,7 @@ from precall.dispatcher.channel import Path, Reachability, select_notification_p
 from precall.dispatcher.config import Config
 from precall.dispatcher.messages import MessageInput, minutes_left
 from precall.dispatcher.providers.base import (
-    DeadToken, Permanent, ProviderError, PushRequest, PushSender, SmsOptedOut, SmsRequest, SmsSender, Transient,
+    DeadToken, ProviderError, PushRequest, PushSender, SmsOptedOut, SmsRequest, SmsSender, Transient,
 )
 from precall.dispatcher.render import RenderedPreview, Renderer
 from precall.dispatcher.sms_pricing import estimate
@@ -234,7 +234,7 @@ class PreviewSender:
             await self._unsent(nid, "failed", f"twilio_error: {exc.code} (replied STOP); sms_opted_out set",
                                type_=type_, channel="sms", body=sms.text, error_msg=exc.message, attempted_at=attempted_at)
             return
-        except (Permanent, Transient, ProviderError) as exc:
+        except ProviderError as exc:
             # Not retried: the call is minutes away, and a retried POST can send twice.
             await self._unsent(nid, "failed", f"twilio_error: {exc.code}", type_=type_, channel="sms",
                                body=sms.text, error_msg=exc.message, attempted_at=attempted_at)

@@ -8,9 +8,14 @@ cluster started here (initdb + pg_ctl, as the postgres user when running as root
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,6 +26,8 @@ import psycopg.rows
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from fakes.fake_fcm import FakeFcmServer, service_account
+from fakes.fake_twilio import FakeTwilioServer
 from precall.cli import localdb
 from precall.dispatcher import cron, migrate
 
@@ -80,8 +87,6 @@ def pg_server() -> Iterator[PgServer]:
 
 
 def localdb_wait(dsn: str) -> None:
-    import time
-
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -212,14 +217,6 @@ def make(conn: psycopg.Connection) -> Factory:
 
 # --- the dispatcher against the fake providers ------------------------------------------------
 
-import json as _json
-import signal as _signal
-import sys as _sys
-import threading as _threading
-import time as _time
-
-from fakes.fake_fcm import FakeFcmServer, service_account
-from fakes.fake_twilio import FakeTwilioServer
 
 TWILIO_SID = "AC" + "0" * 32
 
@@ -242,7 +239,7 @@ def fake_twilio() -> Iterator[FakeTwilioServer]:
 def dispatcher_env(db: str, fake_fcm: FakeFcmServer, fake_twilio: FakeTwilioServer, tmp_path: Path) -> dict[str, str]:
     """The environment an operator would set, pointing the real SDKs at the local fakes."""
     creds = tmp_path / "service-account.json"
-    creds.write_text(_json.dumps(service_account(f"{fake_fcm.url}/token")))
+    creds.write_text(json.dumps(service_account(f"{fake_fcm.url}/token")))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PRECALL_", "TWILIO_"))}
     env.update({
         "DATABASE_URL": db,
@@ -264,10 +261,10 @@ class DispatcherProcess:
     """`precall dispatcher` as ops run it, in a child process; its JSON log lines are collected."""
 
     def __init__(self, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen([_sys.executable, "-m", "precall.cli", "dispatcher"], env=env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "precall.cli", "dispatcher"], env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
-        self._reader = _threading.Thread(target=self._read, daemon=True)
+        self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
     def _read(self) -> None:
@@ -279,24 +276,24 @@ class DispatcherProcess:
         out = []
         for line in list(self.lines):
             try:
-                out.append(_json.loads(line))
+                out.append(json.loads(line))
             except ValueError:
                 out.append({"msg": line})
         return out
 
     def wait_for_log(self, text: str, timeout: float = 20) -> None:
-        deadline = _time.monotonic() + timeout
-        while _time.monotonic() < deadline:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
             if any(text in line for line in self.lines):
                 return
             if self.proc.poll() is not None:
                 break
-            _time.sleep(0.05)
+            time.sleep(0.05)
         raise AssertionError(f"no log line with {text!r}; got:\n" + "\n".join(self.lines[-30:]))
 
     def terminate(self, timeout: float = 20) -> int:
         if self.proc.poll() is None:
-            self.proc.send_signal(_signal.SIGTERM)
+            self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout)
 
     def kill(self) -> None:
@@ -322,9 +319,9 @@ def start_dispatcher(dispatcher_env: dict[str, str]) -> Iterator[Callable[..., D
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 15, interval: float = 0.05) -> None:
-    deadline = _time.monotonic() + timeout
-    while _time.monotonic() < deadline:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         if predicate():
             return
-        _time.sleep(interval)
+        time.sleep(interval)
     raise AssertionError("condition not met within %.0fs" % timeout)
