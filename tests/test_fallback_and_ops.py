@@ -226,7 +226,7 @@ def test_call_webhook_fires_at_t_signed_and_never_for_cancelled(db, conn, make, 
 # --- systemd ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("abstract", [False, True])
-def test_systemd_notify_protocol(tmp_path, abstract, start_dispatcher) -> None:
+def test_systemd_notify_protocol(tmp_path, abstract, conn, start_dispatcher) -> None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     if abstract:
         name = f"precall-test-{os.getpid()}-{time.monotonic_ns()}"
@@ -240,7 +240,10 @@ def test_systemd_notify_protocol(tmp_path, abstract, start_dispatcher) -> None:
     d = start_dispatcher(wait_listening=False, NOTIFY_SOCKET=env_value, WATCHDOG_USEC="2000000")
     first = sock.recv(4096).decode()
     assert first.startswith("READY=1")
-    assert any("listening on precall_due" in line for line in d.lines)  # READY only after LISTEN
+    # READY only after LISTEN: at this instant the listener's last statement is the LISTEN.
+    listening = conn.execute("SELECT query FROM pg_stat_activity WHERE application_name = 'precall-listener'"
+                             " AND datname = current_database()").fetchall()
+    assert listening == [("LISTEN precall_due",)]
     watchdogs = 0
     deadline = time.monotonic() + 5
     sock.settimeout(1)
