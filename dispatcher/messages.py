@@ -30,19 +30,16 @@ def streak_emoji(streak: int) -> str:
     return "💪"
 
 
-def clean_text(value: str, limit: int | None = None) -> str:
+def clean_text(value: str) -> str:
     """Data for a message: NFC, control and surrogate characters removed, whitespace collapsed."""
     value = unicodedata.normalize("NFC", value)
     value = "".join(" " if ch.isspace() else ch for ch in value if unicodedata.category(ch) not in ("Cc", "Cs") or ch.isspace())
-    value = re.sub(r"\s+", " ", value).strip()
-    if limit is not None:
-        value = value[:limit].rstrip()
-    return value
+    return re.sub(r"\s+", " ", value).strip()
 
 
 def coach_name(raw: str | None) -> str:
     """The bare name ("Max"): a stored "Coach Max" does not become "Coach Coach Max"."""
-    name = clean_text(raw or "", None)
+    name = clean_text(raw or "")
     name = re.sub(r"^(coach\s+)+", "", name, flags=re.IGNORECASE)
     name = name[:MAX_NAME_CHARS].rstrip()
     return name or DEFAULT_COACH_NAME

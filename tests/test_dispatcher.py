@@ -2,9 +2,8 @@
 counted at the fakes."""
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import timezone
 
-import psycopg
 
 from conftest import wait_until
 
@@ -128,7 +127,7 @@ def test_dead_tokens_disable_push_and_fall_back_to_sms(conn, make, fake_fcm, fak
     no_phone_user, no_phone_call = due_soon(make, fcm_token="dead-2", push_enabled=True, phone_number=None)
     wait_until(lambda: all(settled(make, c)() for _, c in calls.values()) and settled(make, no_phone_call)())
     assert sorted(r.form["To"] for r in fake_twilio.state.accepted()) == ["+15555550200", "+15555550201", "+15555550202"]
-    for token, (uid, call) in calls.items():
+    for uid, call in calls.values():
         assert conn.execute("SELECT push_enabled FROM users WHERE id = %s", (uid,)).fetchone() == (False,)
         push = row_of(make, call, "preview_push")
         fallback = row_of(make, call, "fallback_sms")

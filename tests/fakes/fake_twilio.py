@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import re
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import parse_qs
 
 from fakes.http_fake import FakeServer, JsonHandler
