@@ -8,7 +8,7 @@ from typing import NoReturn
 import psycopg
 import typer
 
-from precall.cli import db_commands, demo_commands, dispatcher_command, render_commands
+from precall.cli import api_command, db_commands, demo_commands, dispatcher_command, render_commands
 from precall.dispatcher.errors import PrecallError
 
 app = typer.Typer(
@@ -21,6 +21,7 @@ app.add_typer(demo_commands.app, name="demo")
 app.add_typer(render_commands.templates_app, name="templates")
 app.command("render")(render_commands.render_cmd)
 app.command("dispatcher")(dispatcher_command.dispatcher_cmd)
+app.command("api")(api_command.api_cmd)
 
 
 def fail(message: str) -> NoReturn:

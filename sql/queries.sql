@@ -26,7 +26,9 @@ WHERE id = %(id)s AND status = 'sending' AND lease_owner = %(worker)s
 -- record_sent --
 WITH sent AS (
     UPDATE notification_logs
-    SET status = 'sent', type = %(type)s, channel = %(channel)s, title = %(title)s, body = %(body)s,
+    -- A fast device's receipt can land before this write-back (precall.record_push_receipt).
+    SET status = CASE WHEN opened_at IS NOT NULL THEN 'opened' WHEN delivered_at IS NOT NULL THEN 'delivered' ELSE 'sent' END,
+        type = %(type)s, channel = %(channel)s, title = %(title)s, body = %(body)s,
         provider_id = %(provider_id)s, reason = coalesce(%(reason)s, reason), error_msg = NULL,
         attempted_at = %(attempted_at)s, sent_at = %(sent_at)s,
         sms_encoding = %(sms_encoding)s, sms_segments = %(sms_segments)s,
@@ -69,6 +71,8 @@ RETURNING id
 INSERT INTO notification_logs (user_id, call_id, type, channel, status, send_at, planned_for, parent_id)
 SELECT n.user_id, n.call_id, 'fallback_sms', 'sms', 'queued', %(send_at)s, n.planned_for, n.id
 FROM notification_logs n
-WHERE n.id = %(parent_id)s
+-- Locks the push row, so a receipt racing this insert either sees the fallback or stops it here.
+WHERE n.id = %(parent_id)s AND n.delivered_at IS NULL
+FOR UPDATE
 ON CONFLICT DO NOTHING
 RETURNING id

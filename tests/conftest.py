@@ -325,3 +325,75 @@ def wait_until(predicate: Callable[[], object], timeout: float = 15, interval: f
             return
         time.sleep(interval)
     raise AssertionError("condition not met within %.0fs" % timeout)
+
+
+# --- the HTTP API ---------------------------------------------------------------------------------
+
+JWT_SECRET = "test-jwt-secret-that-is-at-least-32-chars"
+STATUS_CALLBACK_URL = "https://hooks.example.com/twilio/status"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ApiProcess:
+    """`precall api` as ops run it (uvicorn in a child process)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([sys.executable, "-m", "precall.cli", "api", "--port", str(self.port),
+                                      "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True)
+        import httpx
+
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError("precall api exited: " + (self.proc.stderr.read() if self.proc.stderr else ""))
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("precall api did not become healthy")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+def api_env(dsn: str, **overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PRECALL_", "TWILIO_"))}
+    env.update({"DATABASE_URL": dsn, "PRECALL_JWT_SECRET": JWT_SECRET, "TWILIO_AUTH_TOKEN": "test-auth-token",
+                "PRECALL_TWILIO_STATUS_CALLBACK_URL": STATUS_CALLBACK_URL})
+    env.update(overrides)
+    return {k: v for k, v in env.items() if v != ""}
+
+
+@pytest.fixture
+def start_api() -> Iterator[Callable[..., ApiProcess]]:
+    started: list[ApiProcess] = []
+
+    def start(dsn: str, **overrides: str) -> ApiProcess:
+        api = ApiProcess(api_env(dsn, **overrides))
+        started.append(api)
+        return api
+
+    yield start
+    for api in started:
+        api.stop()
+
+
+def user_token(user_id: str, secret: str = JWT_SECRET, expires_in: float = 3600, **claims: object) -> str:
+    import jwt
+
+    payload = {"sub": user_id, "exp": int(time.time() + expires_in), **claims}
+    return jwt.encode(payload, secret, algorithm="HS256")

@@ -1,0 +1,1 @@
+"""The HTTP API for the mobile app, and Twilio's status webhook."""

@@ -1,0 +1,46 @@
+"""The ASGI application: `precall api` serves it with uvicorn; OpenAPI at /openapi.json."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from psycopg_pool import AsyncConnectionPool
+
+from precall.api import app_routes, errors, twilio_status
+from precall.api.errors import ApiError, responses
+from precall.api.models import Health
+from precall.api.settings import ApiConfig
+
+
+def create_app(config: ApiConfig) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = AsyncConnectionPool(config.database_url, min_size=1, max_size=config.pool_max, open=False,
+                                   timeout=5, kwargs={"autocommit": True, "application_name": "precall-api"})
+        await pool.open(wait=False)
+        app.state.pool = pool
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    app = FastAPI(title="precall", version="1", lifespan=lifespan,
+                  description="The mobile app's notification API and Twilio's status webhook.")
+    app.state.config = config
+    errors.install(app)
+    app.include_router(app_routes.router)
+    app.include_router(twilio_status.router)
+
+    @app.get("/healthz", responses=responses(503), tags=["ops"])
+    async def healthz(request: Request) -> Health:
+        """200 when the database answers."""
+        try:
+            async with request.app.state.pool.connection() as conn:
+                await conn.execute("SELECT 1")
+        except Exception as exc:  # noqa: BLE001 - any failure means "not healthy"
+            raise ApiError(503, "database_unavailable", f"the database is not answering: {type(exc).__name__}") from None
+        return Health()
+
+    return app

@@ -1,0 +1,104 @@
+"""The mobile app's endpoints: device registration, preferences, history and receipts."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from psycopg.rows import dict_row
+
+from precall.api.auth import CurrentUser
+from precall.api.errors import ApiError, responses
+from precall.api.models import (
+    History, Notification, NotificationPreferences, Receipt, ReceiptRecorded, RegisterDevice, Registered, Updated,
+)
+
+router = APIRouter(prefix="/api/v1")
+FUTURE_SKEW = timedelta(minutes=5)
+
+
+@router.post("/notifications/register-device", responses=responses(401, 422, 503), tags=["app"])
+async def register_device(body: RegisterDevice, user: CurrentUser, request: Request) -> Registered:
+    """Registers (or replaces) the device's push token; push_enabled as sent re-enables push after a dead token."""
+    async with request.app.state.pool.connection() as conn:
+        cur = await conn.execute("SELECT precall.register_device(%s, %s, %s, %s)",
+                                 (user, body.fcm_token, body.platform, body.push_enabled))
+        row = await cur.fetchone()
+    if not row or not row[0]:
+        raise ApiError(401, "unauthorized", "unknown user")
+    return Registered()
+
+
+async def _update_preferences(body: NotificationPreferences, user: uuid.UUID, request: Request) -> Updated:
+    async with request.app.state.pool.connection() as conn:
+        if body.notification_pref == "sms_only":
+            cur = await conn.execute("SELECT phone_number FROM users WHERE id = %s", (user,))
+            row = await cur.fetchone()
+            if not row or not row[0]:
+                raise ApiError(409, "no_phone_number", "sms_only needs a phone number on file")
+        # Unsent previews are re-planned by the users trigger (_500_replan_previews).
+        await conn.execute(
+            "UPDATE users SET notification_pref = coalesce(%s, notification_pref),"
+            " notification_lead_min = coalesce(%s, notification_lead_min) WHERE id = %s",
+            (body.notification_pref, body.notification_lead_min, user),
+        )
+    return Updated()
+
+
+@router.post("/users/notification-preferences", responses=responses(401, 409, 422, 503), tags=["app"])
+async def post_preferences(body: NotificationPreferences, user: CurrentUser, request: Request) -> Updated:
+    """Sets the channel preference and/or the lead time; unsent previews move accordingly."""
+    return await _update_preferences(body, user, request)
+
+
+@router.put("/users/notification-preferences", responses=responses(401, 409, 422, 503), tags=["app"])
+async def put_preferences(body: NotificationPreferences, user: CurrentUser, request: Request) -> Updated:
+    """Same as POST."""
+    return await _update_preferences(body, user, request)
+
+
+@router.get("/notifications/history", responses=responses(401, 422, 503), tags=["app"])
+async def history(
+    user: CurrentUser, request: Request,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+) -> History:
+    """The caller's notifications, newest first."""
+    async with request.app.state.pool.connection() as conn:
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute("SELECT * FROM precall.notification_history(%s, %s, %s)", (user, limit, offset))
+        rows = await cur.fetchall()
+    return History(notifications=[Notification.model_validate(r, from_attributes=False) for r in rows])
+
+
+_RECEIPT_ERRORS = {
+    "unknown": (404, "not_found", "no notification with this id for this user"),
+    "not_push": (409, "not_a_push", "receipts are recorded for push notifications only"),
+    "not_sent": (409, "not_sent", "this notification has not been sent"),
+}
+
+
+@router.post("/notifications/{notification_id}/receipt", responses=responses(401, 404, 409, 422, 503), tags=["app"])
+async def receipt(notification_id: uuid.UUID, body: Receipt, user: CurrentUser, request: Request) -> ReceiptRecorded:
+    """Records that the push reached the device (or was opened); stops a pending fallback SMS."""
+    now = datetime.now(timezone.utc)
+    if body.at is not None and body.at > now + FUTURE_SKEW:
+        raise ApiError(422, "invalid_request", "at: is in the future")
+    async with request.app.state.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT precall.record_push_receipt(%s, %s, coalesce(%s, clock_timestamp()), %s)",
+            (notification_id, body.event, body.at, user),
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        outcome = str(row[0])
+        if outcome in _RECEIPT_ERRORS:
+            status, code, detail = _RECEIPT_ERRORS[outcome]
+            raise ApiError(status, code, detail)
+        cur = await conn.execute("SELECT delivered_at, opened_at, late_receipt FROM notification_logs WHERE id = %s",
+                                 (notification_id,))
+        delivered_at, opened_at, late = await cur.fetchone() or (None, None, False)
+    return ReceiptRecorded(status="duplicate" if outcome == "duplicate" else "recorded", late=bool(late),
+                           delivered_at=delivered_at, opened_at=opened_at)

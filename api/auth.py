@@ -1,0 +1,54 @@
+"""Who is calling: the app's bearer JWT, checked with PyJWT; `sub` is the user id."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+import jwt
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from precall.api.errors import ApiError
+from precall.api.settings import ApiConfig
+
+bearer = HTTPBearer(auto_error=False, description="A JWT whose `sub` is the user id.")
+LEEWAY_S = 30  # clock skew between the app's auth server and us
+
+
+def _unauthorized(reason: str) -> ApiError:
+    return ApiError(401, "unauthorized", reason, headers={"WWW-Authenticate": "Bearer"})
+
+
+def user_id_from_token(token: str, config: ApiConfig) -> uuid.UUID:
+    try:
+        claims = jwt.decode(
+            token, config.jwt_key, algorithms=config.jwt_algorithms,
+            audience=config.jwt_audience, issuer=config.jwt_issuer, leeway=LEEWAY_S,
+            options={"require": ["sub", "exp"], "verify_aud": config.jwt_audience is not None},
+        )
+    except jwt.ExpiredSignatureError:
+        raise _unauthorized("the token has expired") from None
+    except jwt.InvalidTokenError as exc:
+        raise _unauthorized(f"invalid token: {exc}") from None
+    try:
+        return uuid.UUID(str(claims["sub"]))
+    except ValueError:
+        raise _unauthorized("the token's sub is not a user id") from None
+
+
+async def current_user(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> uuid.UUID:
+    if credentials is None:
+        raise _unauthorized("missing Authorization: Bearer <token>")
+    config: ApiConfig = request.app.state.config
+    user_id = user_id_from_token(credentials.credentials, config)
+    async with request.app.state.pool.connection() as conn:
+        cur = await conn.execute("SELECT 1 FROM users WHERE id = %s", (user_id,))
+        if await cur.fetchone() is None:
+            raise _unauthorized("unknown user")
+    return user_id
+
+
+CurrentUser = Annotated[uuid.UUID, Depends(current_user)]
