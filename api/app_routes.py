@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -12,14 +11,13 @@ from psycopg.rows import dict_row
 from precall.api.auth import CurrentUser
 from precall.api.errors import ApiError, responses
 from precall.api.models import (
-    History, Notification, NotificationPreferences, Receipt, ReceiptRecorded, RegisterDevice, Registered, Updated,
+    History, HistoryPage, Notification, NotificationPreferences, Receipt, ReceiptRecorded, RegisterDevice, Registered, Updated,
 )
 
 router = APIRouter(prefix="/api/v1")
-FUTURE_SKEW = timedelta(minutes=5)
 
 
-@router.post("/notifications/register-device", responses=responses(401, 422, 503), tags=["app"])
+@router.post("/notifications/register-device", responses=responses(401, 422), tags=["app"])
 async def register_device(body: RegisterDevice, user: CurrentUser, request: Request) -> Registered:
     """Registers (or replaces) the device's push token; push_enabled as sent re-enables push after a dead token."""
     async with request.app.state.pool.connection() as conn:
@@ -47,28 +45,26 @@ async def _update_preferences(body: NotificationPreferences, user: uuid.UUID, re
     return Updated()
 
 
-@router.post("/users/notification-preferences", responses=responses(401, 409, 422, 503), tags=["app"])
+@router.post("/users/notification-preferences", responses=responses(401, 409, 422), tags=["app"])
 async def post_preferences(body: NotificationPreferences, user: CurrentUser, request: Request) -> Updated:
     """Sets the channel preference and/or the lead time; unsent previews move accordingly."""
     return await _update_preferences(body, user, request)
 
 
-@router.put("/users/notification-preferences", responses=responses(401, 409, 422, 503), tags=["app"])
+@router.put("/users/notification-preferences", responses=responses(401, 409, 422), tags=["app"])
 async def put_preferences(body: NotificationPreferences, user: CurrentUser, request: Request) -> Updated:
     """Same as POST."""
     return await _update_preferences(body, user, request)
 
 
-@router.get("/notifications/history", responses=responses(401, 422, 503), tags=["app"])
+@router.get("/notifications/history", responses=responses(401, 422), tags=["app"])
 async def history(
-    user: CurrentUser, request: Request,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+    user: CurrentUser, request: Request, page: Annotated[HistoryPage, Query()]
 ) -> History:
     """The caller's notifications, newest first."""
     async with request.app.state.pool.connection() as conn:
         cur = conn.cursor(row_factory=dict_row)
-        await cur.execute("SELECT * FROM precall.notification_history(%s, %s, %s)", (user, limit, offset))
+        await cur.execute("SELECT * FROM precall.notification_history(%s, %s, %s)", (user, page.limit, page.offset))
         rows = await cur.fetchall()
     return History(notifications=[Notification.model_validate(r, from_attributes=False) for r in rows])
 
@@ -80,12 +76,9 @@ _RECEIPT_ERRORS = {
 }
 
 
-@router.post("/notifications/{notification_id}/receipt", responses=responses(401, 404, 409, 422, 503), tags=["app"])
+@router.post("/notifications/{notification_id}/receipt", responses=responses(401, 404, 409, 422), tags=["app"])
 async def receipt(notification_id: uuid.UUID, body: Receipt, user: CurrentUser, request: Request) -> ReceiptRecorded:
     """Records that the push reached the device (or was opened); stops a pending fallback SMS."""
-    now = datetime.now(timezone.utc)
-    if body.at is not None and body.at > now + FUTURE_SKEW:
-        raise ApiError(422, "invalid_request", "at: is in the future")
     async with request.app.state.pool.connection() as conn:
         cur = await conn.execute(
             "SELECT precall.record_push_receipt(%s, %s, coalesce(%s, clock_timestamp()), %s)",

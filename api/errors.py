@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 
 class ErrorBody(BaseModel):
@@ -24,8 +25,9 @@ class ApiError(Exception):
 
 
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """The OpenAPI entries for the error statuses a route can return."""
-    return {s: {"model": ErrorBody} for s in statuses}
+    """The OpenAPI entries for the error statuses a route can return (400: a body that is not JSON
+    or form data at all; 503: the database is down)."""
+    return {s: {"model": ErrorBody} for s in sorted({400, 503, *statuses})}
 
 
 def _describe(exc: RequestValidationError) -> str:
@@ -34,6 +36,16 @@ def _describe(exc: RequestValidationError) -> str:
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "request"
         parts.append(f"{where}: {err.get('msg', 'invalid')}")
     return "; ".join(parts) or "invalid request"
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Starlette's 405 names only the first route on a path; POST and PUT share one here."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 def install(app: FastAPI) -> None:
@@ -46,9 +58,11 @@ def install(app: FastAPI) -> None:
         return JSONResponse({"error": "invalid_request", "detail": _describe(exc)}, 422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"error": "http_error", "detail": str(exc.detail)}, exc.status_code,
-                            headers=getattr(exc, "headers", None))
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(_allowed_methods(request))
+        return JSONResponse({"error": "http_error", "detail": str(exc.detail)}, exc.status_code, headers=headers)
 
     @app.exception_handler(psycopg.OperationalError)
     async def _db_down(_: Request, exc: psycopg.OperationalError) -> JSONResponse:

@@ -57,7 +57,7 @@ def _done_at(raw: str | None) -> datetime | None:
             return None
 
 
-@router.post("/api/v1/webhooks/twilio/status", responses=responses(403, 422, 503), tags=["providers"],
+@router.post("/api/v1/webhooks/twilio/status", responses=responses(403, 422), tags=["providers"],
              dependencies=[Depends(verified_twilio_request)])
 async def twilio_status(form: Annotated[TwilioStatusForm, Form()], request: Request) -> TwilioStatusAck:
     """Applies an SMS delivery status; idempotent, and a late 'sent' never undoes 'delivered'."""

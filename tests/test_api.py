@@ -38,8 +38,9 @@ def row(conn, sql, *args):
 def sent_push(conn, make, user_id, **extra):
     """A push preview the dispatcher has sent (status 'sent'), with its call."""
     call = make.call(user_id, in_seconds=3600)
-    values = {"status": "sent", "type": "preview_push", "channel": "push", "sent_at": datetime.now(timezone.utc),
-              "attempted_at": datetime.now(timezone.utc), **extra}
+    ten_s_ago = datetime.now(timezone.utc) - timedelta(seconds=10)
+    values = {"status": "sent", "type": "preview_push", "channel": "push", "sent_at": ten_s_ago,
+              "attempted_at": ten_s_ago, **extra}
     names = ", ".join(values)
     marks = ", ".join(["%s"] * len(values))
     got = conn.execute(f"INSERT INTO notification_logs (user_id, call_id, {names}) VALUES (%s, %s, {marks}) RETURNING id",
@@ -203,6 +204,18 @@ def test_receipts_are_idempotent_and_opened_implies_delivered(api, conn, make) -
     assert got["status"] == "opened" and got["delivered_at"] == at and got["opened_at"] == at
 
 
+def test_receipt_times_are_kept_between_the_send_and_now(api, conn, make) -> None:
+    uid = make.user()
+    early, _ = sent_push(conn, make, uid)
+    late, _ = sent_push(conn, make, uid)
+    with client(api, uid) as http:
+        http.post(f"/api/v1/notifications/{early}/receipt", json={"event": "delivered", "at": "2000-01-01T00:00:00Z"})
+        http.post(f"/api/v1/notifications/{late}/receipt", json={"event": "delivered", "at": "2100-01-01T00:00:00+01:00"})
+    a = row(conn, "SELECT delivered_at - attempted_at AS d FROM notification_logs WHERE id = %s", early)["d"]
+    b = row(conn, "SELECT now() - delivered_at AS d FROM notification_logs WHERE id = %s", late)["d"]
+    assert a == timedelta(0) and timedelta(0) <= b < timedelta(seconds=10)
+
+
 def test_receipt_for_someone_elses_or_an_sms_or_unknown_notification(api, conn, make) -> None:
     uid, other = make.user(), make.user()
     theirs, _ = sent_push(conn, make, other)
@@ -214,13 +227,11 @@ def test_receipt_for_someone_elses_or_an_sms_or_unknown_notification(api, conn, 
         r_sms = http.post(f"/api/v1/notifications/{sms}/receipt", json={"event": "delivered"})
         r_skipped = http.post(f"/api/v1/notifications/{queued}/receipt", json={"event": "delivered"})
         r_bad = http.post(f"/api/v1/notifications/{theirs}/receipt", json={"event": "read"})
-        r_future = http.post(f"/api/v1/notifications/{sms}/receipt",
-                             json={"event": "delivered", "at": (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()})
         r_naive = http.post(f"/api/v1/notifications/{sms}/receipt", json={"event": "delivered", "at": "2026-11-25T10:00:00"})
         r_path = http.post("/api/v1/notifications/not-a-uuid/receipt", json={"event": "delivered"})
     assert (r_theirs.status_code, r_unknown.status_code) == (404, 404)
     assert (r_sms.status_code, r_skipped.status_code) == (409, 409)
-    assert [r.status_code for r in (r_bad, r_future, r_naive, r_path)] == [422] * 4
+    assert [r.status_code for r in (r_bad, r_naive, r_path)] == [422] * 3
     assert row(conn, "SELECT delivered_at FROM notification_logs WHERE id = %s", theirs)["delivered_at"] is None
 
 
@@ -324,3 +335,26 @@ def test_healthz_is_503_when_the_database_is_gone(db, start_api, pg_server) -> N
             assert r.json()["error"] == "database_unavailable"
         finally:
             admin.execute("ALTER DATABASE \"%s\" WITH ALLOW_CONNECTIONS true" % name)
+
+
+# --- end to end: the app's receipt over HTTP stops the Path C fallback -----------------------------
+
+def test_receipt_over_http_10s_after_a_path_c_push_means_no_sms(db, make, fake_fcm, fake_twilio, start_dispatcher, start_api) -> None:
+    api = start_api(db)
+    start_dispatcher()
+    uid = make.user(notification_pref="push_and_sms", fcm_token="tok-c", push_enabled=True,
+                    phone_number="+15555550777", notification_lead_min=2, coach="Max", current_streak=12)
+    call = make.call(uid, in_seconds=100)
+    wait_until(lambda: fake_fcm.state.accepted(), timeout=10)
+    pushed = fake_fcm.state.accepted()[0]
+    notification_id = pushed.message["data"]["notification_id"]  # what the app reads from the push
+    time.sleep(max(0, pushed.at + 10 - time.time()))
+    with client(api, uid) as http:
+        r = http.post(f"/api/v1/notifications/{notification_id}/receipt", json={"event": "delivered"})
+    assert r.status_code == 200 and r.json()["status"] == "recorded" and r.json()["late"] is False
+    time.sleep(max(0, pushed.at + 33 - time.time()))  # past the 30 s fallback instant
+    assert fake_twilio.state.sent == []
+    with psycopg.connect(db) as c:
+        rows = c.cursor(row_factory=psycopg.rows.dict_row).execute(
+            "SELECT type, status, reason FROM notification_logs WHERE call_id = %s ORDER BY created_at", (call,)).fetchall()
+    assert [(r["type"], r["status"]) for r in rows] == [("preview_push", "delivered"), ("fallback_sms", "cancelled")]

@@ -41,6 +41,8 @@ BEGIN
         -- 'failed' after an attempt: a timed-out send that FCM had accepted after all.
         RETURN 'not_sent';
     END IF;
+    -- Device clocks drift: the receipt time is kept between the send attempt and now.
+    p_at := least(greatest(p_at, coalesce(v_push.attempted_at, v_push.send_at, v_push.created_at)), clock_timestamp());
     IF v_push.delivered_at IS NULL THEN
         UPDATE notification_logs
         SET status = 'cancelled', reason = format('receipt_arrived: push delivered at %s', p_at),
