@@ -8,7 +8,10 @@ from typing import NoReturn
 import psycopg
 import typer
 
-from precall.cli import api_command, db_commands, demo_commands, dispatcher_command, render_commands
+from precall.cli import (
+    api_command, calls_commands, db_commands, demo_commands, dispatcher_command, doctor_command, history_command,
+    render_commands, send_command, stats_command,
+)
 from precall.dispatcher.errors import PrecallError
 
 app = typer.Typer(
@@ -22,6 +25,11 @@ app.add_typer(render_commands.templates_app, name="templates")
 app.command("render")(render_commands.render_cmd)
 app.command("dispatcher")(dispatcher_command.dispatcher_cmd)
 app.command("api")(api_command.api_cmd)
+app.command("send")(send_command.send_cmd)
+app.add_typer(calls_commands.app, name="calls")
+app.command("history")(history_command.history_cmd)
+app.command("stats")(stats_command.stats_cmd)
+app.command("doctor")(doctor_command.doctor_cmd)
 
 
 def fail(message: str) -> NoReturn:

@@ -75,3 +75,4 @@ def status_cmd() -> None:
         typer.echo(f"pg_cron: loaded, cron database {cs.cron_database}")
         typer.echo(f"planning job: {'scheduled' if cs.plan_job_active else 'NOT scheduled (run precall db cron-install)'}")
         typer.echo(f"purge job: {'scheduled' if cs.purge_job_active else 'not scheduled'}")
+        typer.echo(f"prune job: {'scheduled' if cs.prune_job_active else 'not scheduled'} (notification_logs retention)")

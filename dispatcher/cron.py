@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -14,11 +15,18 @@ PLAN_SCHEDULE = "* * * * *"
 PURGE_SCHEDULE = "17 3 * * *"
 PLAN_COMMAND = "SELECT precall.plan_due_previews()"
 PURGE_COMMAND = "SELECT precall.purge_cron_history()"
+PRUNE_SCHEDULE = "41 3 * * *"
+# A procedure: it commits between batches of deletes (see 0006_operator.sql).
+PRUNE_COMMAND = "CALL precall.prune_notification_logs()"
 
 
 def plan_job_name(app_database: str) -> str:
     # One planning job per app database: several precall databases may share a cluster.
     return f"precall_plan_due_previews:{app_database}"
+
+
+def prune_job_name(app_database: str) -> str:
+    return f"precall_prune_notification_logs:{app_database}"
 
 
 PURGE_JOB = "precall_purge_cron_history"
@@ -31,6 +39,12 @@ class CronState:
     app_database: str
     plan_job_active: bool
     purge_job_active: bool
+    prune_job_active: bool = False
+    # The planning job's last finished run in cron.job_run_details (for `precall doctor`).
+    plan_last_status: str | None = None
+    plan_last_end: datetime | None = None
+    plan_last_message: str | None = None
+    plan_last_success: datetime | None = None
 
 
 def _preloaded(conn: psycopg.Connection) -> bool:
@@ -87,25 +101,25 @@ def install(app_dsn: str, cron_dsn_: str) -> CronState:
         cron_db = _require_pg_cron(conn)
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
         conn.execute(sql.script("cron_support.sql").encode())
-        if cron_db == app_db:
-            conn.execute("SELECT cron.schedule(%s, %s, %s)", (plan_job_name(app_db), PLAN_SCHEDULE, PLAN_COMMAND))
-        else:
-            conn.execute(
-                "SELECT cron.schedule_in_database(%s, %s, %s, %s)",
-                (plan_job_name(app_db), PLAN_SCHEDULE, PLAN_COMMAND, app_db),
-            )
+        for name, schedule, command in ((plan_job_name(app_db), PLAN_SCHEDULE, PLAN_COMMAND),
+                                        (prune_job_name(app_db), PRUNE_SCHEDULE, PRUNE_COMMAND)):
+            if cron_db == app_db:
+                conn.execute("SELECT cron.schedule(%s, %s, %s)", (name, schedule, command))
+            else:
+                conn.execute("SELECT cron.schedule_in_database(%s, %s, %s, %s)", (name, schedule, command, app_db))
         # The history lives in the cron database: purge it there.
         conn.execute("SELECT cron.schedule(%s, %s, %s)", (PURGE_JOB, PURGE_SCHEDULE, PURGE_COMMAND))
     return state(app_dsn, cron_dsn_)
 
 
 def uninstall(app_dsn: str, cron_dsn_: str) -> None:
-    """Removes this app database's planning job (the shared purge job stays)."""
+    """Removes this app database's planning and prune jobs (the shared purge job stays)."""
     app_db = _database_name(app_dsn)
     with psycopg.connect(cron_dsn_, autocommit=True) as conn:
         _require_pg_cron(conn)
         conn.execute(
-            "SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = %s", (plan_job_name(app_db),)
+            "SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname IN (%s, %s)",
+            (plan_job_name(app_db), prune_job_name(app_db)),
         )
 
 
@@ -124,7 +138,19 @@ def state(app_dsn: str, cron_dsn_: str) -> CronState:
             return CronState(True, cron_db, app_db, False, False)
         jobs: dict[str, bool] = dict(
             conn.execute(
-                "SELECT jobname, active FROM cron.job WHERE jobname IN (%s, %s)", (plan_job_name(app_db), PURGE_JOB)
+                "SELECT jobname, active FROM cron.job WHERE jobname IN (%s, %s, %s)",
+                (plan_job_name(app_db), PURGE_JOB, prune_job_name(app_db)),
             ).fetchall()
         )
-        return CronState(True, cron_db, app_db, bool(jobs.get(plan_job_name(app_db))), bool(jobs.get(PURGE_JOB)))
+        last = conn.execute(
+            """SELECT d.status, d.end_time, d.return_message,
+                      (SELECT max(s.end_time) FROM cron.job_run_details s
+                       WHERE s.jobid = j.jobid AND s.status = 'succeeded')
+               FROM cron.job j LEFT JOIN LATERAL (
+                   SELECT * FROM cron.job_run_details r WHERE r.jobid = j.jobid AND r.end_time IS NOT NULL
+                   ORDER BY r.end_time DESC LIMIT 1) d ON true
+               WHERE j.jobname = %s""",
+            (plan_job_name(app_db),),
+        ).fetchone() or (None, None, None, None)
+        return CronState(True, cron_db, app_db, bool(jobs.get(plan_job_name(app_db))), bool(jobs.get(PURGE_JOB)),
+                         bool(jobs.get(prune_job_name(app_db))), *last)

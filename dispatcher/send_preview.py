@@ -16,6 +16,7 @@ from precall.dispatcher.db import Database
 from precall.dispatcher.channel import Path, Reachability, select_notification_path, valid_phone
 from precall.dispatcher.config import Config
 from precall.dispatcher.messages import MessageInput, minutes_left
+from precall.dispatcher.metrics import Metrics
 from precall.dispatcher.providers.base import (
     DeadToken, ProviderError, PushRequest, PushSender, SmsOptedOut, SmsRequest, SmsSender, Transient,
 )
@@ -67,7 +68,8 @@ class ClaimedPreview:
 
 class PreviewSender:
     def __init__(self, pool: Database, push: PushSender, sms: SmsSender, renderer: Renderer,
-                 config: Config, worker: str) -> None:
+                 config: Config, worker: str, metrics: Metrics | None = None) -> None:
+        self._metrics = metrics or Metrics()
         self._pool = pool
         self._push = push
         self._sms = sms
@@ -85,6 +87,7 @@ class PreviewSender:
     async def _unsent(self, nid: uuid.UUID, status: str, reason: str, *, type_: str | None = None,
                       channel: str | None = None, title: str | None = None, body: str | None = None,
                       error_msg: str | None = None, attempted_at: datetime | None = None) -> None:
+        self._metrics.sends.labels(channel or "none", type_ or "unknown", status).inc()
         await self._exec("record_unsent", {
             "id": nid, "worker": self._worker, "status": status, "type": type_, "channel": channel,
             "title": title, "body": body, "reason": reason, "error_msg": error_msg, "attempted_at": attempted_at,
@@ -94,6 +97,9 @@ class PreviewSender:
                     provider_id: str, attempted_at: datetime, reason: str | None = None,
                     sms_encoding: str | None = None, sms_segments: int | None = None,
                     cost: tuple[Any, str] | None = None) -> None:
+        self._metrics.sends.labels(channel, type_, "sent").inc()
+        if type_ == "fallback_sms":
+            self._metrics.fallbacks_fired.inc()
         await self._exec("record_sent", {
             "id": nid, "worker": self._worker, "type": type_, "channel": channel, "title": title, "body": body,
             "provider_id": provider_id, "reason": reason, "attempted_at": attempted_at, "sent_at": utcnow(),
@@ -103,10 +109,16 @@ class PreviewSender:
 
     # -- the decision ---------------------------------------------------------------------------
 
-    async def process(self, row: ClaimedPreview) -> None:
-        """Never raises: an unexpected error fails this row (with the reason) and nobody else's."""
+    async def process(self, row: ClaimedPreview, channel: str | None = None) -> None:
+        """Never raises: an unexpected error fails this row (with the reason) and nobody else's.
+        `channel` forces push or SMS (a manual send); otherwise the path rules choose."""
+        if row.attempts > 1:
+            self._metrics.lease_recoveries.inc()
         try:
-            await self._process(row)
+            if channel is None:
+                await self._process(row)
+            else:
+                await self._process_forced(row, channel)
         except Exception as exc:  # noqa: BLE001 - one bad row must not stop the dispatcher
             log.exception("preview failed unexpectedly", extra=row.ids())
             try:
@@ -135,6 +147,15 @@ class PreviewSender:
             return
         await self._send_push(row, with_fallback=path is Path.PUSH_WITH_FALLBACK)
 
+    async def _process_forced(self, row: ClaimedPreview, channel: str) -> None:
+        if channel == "sms":
+            await self._send_sms(row, row.id, "preview_sms", note="manual send by SMS")
+        elif not row.reach.can_push:
+            await self._unsent(row.id, "failed", "no_push_token: manual push asked for, but the user has no "
+                               "usable token with push enabled", type_="preview_push", channel="push")
+        else:
+            await self._send_push(row, with_fallback=False)
+
     # -- push -----------------------------------------------------------------------------------
 
     async def _send_push(self, row: ClaimedPreview, with_fallback: bool) -> None:
@@ -150,6 +171,7 @@ class PreviewSender:
         )
         common: dict[str, Any] = {"type_": "preview_push", "channel": "push", "title": title, "body": body}
         attempted_at = utcnow()
+        self._metrics.lateness.observe(max(0.0, (attempted_at - row.send_at).total_seconds()))
         # Retries stop at the call, or for Path C when its SMS would have gone out anyway.
         give_up_at = row.scheduled_at
         if with_fallback and row.reach.phone:
@@ -158,7 +180,8 @@ class PreviewSender:
         while True:
             remaining = (give_up_at - utcnow()).total_seconds()
             try:
-                accepted = await self._push.send(request, timeout=max(0.1, min(self._config.fcm_timeout_s, remaining)))
+                with self._metrics.timed("fcm"):
+                    accepted = await self._push.send(request, timeout=max(0.1, min(self._config.fcm_timeout_s, remaining)))
             except DeadToken as exc:
                 await self._dead_token(row, exc, common, attempted_at)
                 return
@@ -226,9 +249,11 @@ class PreviewSender:
         sms = rendered.sms
         cost = estimate(phone, sms.segments, self._config.sms_prices)
         attempted_at = utcnow()
+        self._metrics.lateness.observe(max(0.0, (attempted_at - row.send_at).total_seconds()))
         try:
-            accepted = await self._sms.send(SmsRequest(phone, sms.text, row.scheduled_at),
-                                            timeout=self._config.twilio_timeout_s)
+            with self._metrics.timed("twilio"):
+                accepted = await self._sms.send(SmsRequest(phone, sms.text, row.scheduled_at),
+                                                timeout=self._config.twilio_timeout_s)
         except SmsOptedOut as exc:
             await self._exec("opt_out_sms", {"user_id": row.user_id, "phone": phone})
             await self._unsent(nid, "failed", f"twilio_error: {exc.code} (replied STOP); sms_opted_out set",

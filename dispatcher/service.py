@@ -21,6 +21,7 @@ from precall.dispatcher.call_hand_off import CallHandOff, DueCall
 from precall.dispatcher.config import Config
 from precall.dispatcher.errors import ConfigError
 from precall.dispatcher.listener import listen
+from precall.dispatcher.metrics import Metrics
 from precall.dispatcher.providers import factory
 from precall.dispatcher.providers.base import PushSender, SmsSender
 from precall.dispatcher.render import Renderer
@@ -32,6 +33,7 @@ log = logging.getLogger("precall.dispatcher")
 # A due row we could not claim (locked by another dispatcher for a moment) must not spin the loop.
 MIN_RECHECK_S = 0.05
 HEARTBEAT_EVERY_S = 15.0
+METRICS_REFRESH_S = 5.0  # the database-derived gauges; only while metrics are served
 
 
 def default_worker_name() -> str:
@@ -56,6 +58,8 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
         self._last_heartbeat = 0.0
+        self._last_metrics = 0.0
+        self.metrics = Metrics()
 
     async def run(self, stop: asyncio.Event) -> None:
         # No per-checkout connection check: it would double the idle query rate. A connection
@@ -66,7 +70,10 @@ class Dispatcher:
         await self.sms.start()
         calls = CallHandOff(pool, self.worker, self.config.call_webhook_url, self.config.webhook_secret)
         await calls.start()
-        sender = PreviewSender(pool, self.push, self.sms, self.renderer, self.config, self.worker)
+        sender = PreviewSender(pool, self.push, self.sms, self.renderer, self.config, self.worker, self.metrics)
+        if self.config.metrics_port:
+            self.metrics.serve(self.config.metrics_port, self.config.metrics_addr)
+            log.info("metrics on http://%s:%d/metrics", self.config.metrics_addr, self.config.metrics_port)
 
         def connected() -> None:
             first = not self.listening.is_set()
@@ -87,6 +94,7 @@ class Dispatcher:
                 self._wake.clear()
                 try:
                     await self._heartbeat(pool)
+                    await self._refresh_metrics(pool)
                     claimed, delay = await self._tick(pool, sender, calls, stop)
                     backoff = 0.2
                 except psycopg.OperationalError as exc:  # PoolTimeout included
@@ -143,6 +151,20 @@ class Dispatcher:
             await conn.execute(sql.query("heartbeat"), {"name": self.worker, "hostname": socket.gethostname(),
                                                          "pid": os.getpid(), "stopped": stopped})
 
+    async def _refresh_metrics(self, pool: Database) -> None:
+        now = time.monotonic()
+        if not self.config.metrics_port or now - self._last_metrics < METRICS_REFRESH_S:
+            return
+        self._last_metrics = now
+        async with pool.connection() as conn:
+            row = await (await conn.execute(sql.query("metrics_snapshot"))).fetchone()
+        if row:
+            queued, overdue, fired, avoided = row
+            self.metrics.queue_depth.set(queued)
+            self.metrics.oldest_overdue.set(overdue)
+            self.metrics.fallbacks_last_hour.labels("fired").set(fired)
+            self.metrics.fallbacks_last_hour.labels("avoided").set(avoided)
+
     async def _wait(self, stop: asyncio.Event, timeout: float) -> None:
         waiters = [asyncio.create_task(self._wake.wait()), asyncio.create_task(stop.wait())]
         try:
@@ -170,5 +192,6 @@ class Dispatcher:
         await self.push.close()
         await self.sms.close()
         await pool.close()
+        self.metrics.close()
         self.notifier.close()
         log.info("dispatcher stopped", extra={"worker": self.worker})

@@ -76,3 +76,17 @@ WHERE n.id = %(parent_id)s AND n.delivered_at IS NULL
 FOR UPDATE
 ON CONFLICT DO NOTHING
 RETURNING id
+
+-- metrics_snapshot --
+-- The database's view for the gauges; the created_at bound keeps the fallback counts on an index.
+SELECT
+    (SELECT count(*) FROM notification_logs WHERE status = 'queued') AS queued,
+    coalesce(extract(epoch FROM clock_timestamp() - (
+        SELECT min(send_at) FROM notification_logs WHERE status = 'queued' AND send_at < clock_timestamp())), 0)::float8
+        AS oldest_overdue_s,
+    (SELECT count(*) FROM notification_logs
+     WHERE created_at > now() - interval '65 minutes' AND type = 'fallback_sms' AND sent_at > now() - interval '1 hour')
+        AS fired,
+    (SELECT count(*) FROM notification_logs
+     WHERE created_at > now() - interval '65 minutes' AND type = 'fallback_sms' AND status = 'cancelled'
+       AND reason LIKE 'receipt_arrived%%' AND updated_at > now() - interval '1 hour') AS avoided

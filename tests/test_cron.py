@@ -29,7 +29,7 @@ def test_layout_cron_in_another_database(pg_server: PgServer, db: str) -> None:
     cron_dsn = cron.cron_dsn(db, None)
     assert dbname(cron_dsn) == pg_server.cron_database
     st = cron.install(db, cron_dsn)
-    assert st.plan_job_active and st.purge_job_active
+    assert st.plan_job_active and st.purge_job_active and st.prune_job_active
     jobs = _jobs(pg_server)
     assert jobs[cron.plan_job_name(app_db)] == (app_db, "SELECT precall.plan_due_previews()")
     assert jobs[cron.PURGE_JOB] == (pg_server.cron_database, "SELECT precall.purge_cron_history()")

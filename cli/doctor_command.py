@@ -1,0 +1,142 @@
+"""`precall doctor`: is precall healthy right now? One line per problem, exit 1 if any."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
+
+import psycopg
+import typer
+
+from precall.cli.output import to_json
+from precall.dispatcher import cron, migrate
+from precall.dispatcher.config import Config, database_url
+from precall.dispatcher.errors import PrecallError
+from precall.dispatcher.providers import factory
+from precall.dispatcher.service import HEARTBEAT_EVERY_S
+
+PLAN_RUN_MAX_AGE = timedelta(minutes=2)
+HEARTBEAT_MAX_AGE = timedelta(seconds=3 * HEARTBEAT_EVERY_S)
+OVERDUE_AFTER = timedelta(seconds=10)  # a preview this late means nobody is sending
+
+
+@dataclass
+class Finding:
+    check: str
+    status: str  # ok, warn or fail
+    detail: str
+
+
+def _schema(dsn: str) -> list[Finding]:
+    try:
+        st = migrate.status(dsn)
+    except PrecallError as exc:
+        return [Finding("migrations", "fail", str(exc))]
+    if st.pending:
+        names = ", ".join(f"{m.version:04d}_{m.name}" for m in st.pending)
+        return [Finding("migrations", "fail", f"{len(st.pending)} pending ({names}): run precall db migrate")]
+    return [Finding("migrations", "ok", f"{len(st.applied)} applied, none pending")]
+
+
+def _cron(dsn: str, now: datetime) -> list[Finding]:
+    try:
+        cs = cron.state(dsn, cron.cron_dsn(dsn, os.environ.get("PRECALL_CRON_DATABASE_URL")))
+    except PrecallError as exc:
+        return [Finding("pg_cron", "fail", str(exc))]
+    if not cs.loaded:
+        return [Finding("pg_cron", "fail", "not loaded: add pg_cron to shared_preload_libraries and restart PostgreSQL")]
+    out = [Finding("pg_cron", "ok", f"loaded, cron database {cs.cron_database}")]
+    if not cs.plan_job_active:
+        out.append(Finding("planning job", "fail", f"{cron.plan_job_name(cs.app_database)} is missing or inactive: "
+                           "run precall db cron-install"))
+    elif cs.plan_last_success is None or now - cs.plan_last_success > PLAN_RUN_MAX_AGE:
+        last = f"last success {cs.plan_last_success:%Y-%m-%d %H:%M:%S}Z" if cs.plan_last_success else "never succeeded"
+        why = f"; last run {cs.plan_last_status}: {(cs.plan_last_message or '').strip()[:200]}" if cs.plan_last_status else ""
+        out.append(Finding("planning job", "fail", f"no successful run in the last 2 minutes ({last}{why})"))
+    else:
+        out.append(Finding("planning job", "ok", f"last success {(now - cs.plan_last_success).total_seconds():.0f}s ago"))
+    if not cs.prune_job_active:
+        out.append(Finding("retention job", "warn", "not scheduled: notification_logs grows forever "
+                           "(run precall db cron-install)"))
+    return out
+
+
+def _dispatchers(conn: psycopg.Connection, now: datetime) -> list[Finding]:
+    rows = conn.execute("SELECT name, heartbeat_at, stopped_at FROM precall.dispatchers ORDER BY heartbeat_at DESC").fetchall()
+    alive = [r for r in rows if r[2] is None and now - r[1] <= HEARTBEAT_MAX_AGE]
+    out: list[Finding] = []
+    if alive:
+        out.append(Finding("dispatchers", "ok", f"{len(alive)} alive: {', '.join(r[0] for r in alive)}"))
+    else:
+        last = f"last heartbeat from {rows[0][0]} at {rows[0][1]:%Y-%m-%d %H:%M:%S}Z" if rows else "none has ever run"
+        out.append(Finding("dispatchers", "fail", f"no dispatcher heartbeat in the last {HEARTBEAT_MAX_AGE.seconds}s ({last})"))
+    for name, beat, stopped in rows:
+        if stopped is None and HEARTBEAT_MAX_AGE < now - beat <= timedelta(hours=1):
+            out.append(Finding("dispatchers", "warn", f"{name} went silent at {beat:%H:%M:%S}Z without a clean stop (crash?)"))
+    return out
+
+
+def _queue(conn: psycopg.Connection) -> list[Finding]:
+    queued, overdue, oldest, stuck = conn.execute(
+        "SELECT count(*) FILTER (WHERE status = 'queued'),"
+        " count(*) FILTER (WHERE status = 'queued' AND send_at < now() - %(after)s),"
+        " extract(epoch FROM now() - min(send_at) FILTER (WHERE status = 'queued' AND send_at < now() - %(after)s)),"
+        " count(*) FILTER (WHERE status = 'sending' AND lease_expires_at < now())"
+        " FROM notification_logs WHERE status IN ('queued', 'sending')", {"after": OVERDUE_AFTER}).fetchone() or (0, 0, None, 0)
+    out = [Finding("queue", "ok", f"{queued} preview(s) queued")]
+    if overdue:
+        out.append(Finding("queue", "fail", f"{overdue} preview(s) overdue, the oldest by {oldest:.0f}s: "
+                           "is a dispatcher running?"))
+    if stuck:
+        out.append(Finding("queue", "fail", f"{stuck} preview(s) with an expired lease not yet taken over"))
+    return out
+
+
+def _providers() -> list[Finding]:
+    try:
+        config = Config.from_env()
+    except PrecallError as exc:
+        return [Finding("providers", "fail", str(exc))]
+    out: list[Finding] = []
+    for kind, provider, build in (("push", config.push_provider, factory.push_sender),
+                                  ("sms", config.sms_provider, factory.sms_sender)):
+        if provider == "log":
+            out.append(Finding(f"{kind} provider", "warn", "log: previews are only written to the log, never sent"))
+            continue
+        try:
+            build(config)
+        except PrecallError as exc:
+            out.append(Finding(f"{kind} provider", "fail", str(exc)))
+        else:
+            out.append(Finding(f"{kind} provider", "ok", provider))
+    return out
+
+
+def doctor_cmd(
+    as_json: bool = typer.Option(False, "--json", help="Print every check as JSON."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print the checks that passed."),
+) -> None:
+    """Check pg_cron, the planning job, dispatcher heartbeats, the queue and the provider settings.
+
+    Prints one line per problem and exits 1 if there is any (warnings alone exit 0).
+
+    Example: precall doctor --verbose
+    """
+    dsn = database_url()
+    now = datetime.now(timezone.utc)
+    findings = _schema(dsn) + _cron(dsn, now)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        findings += _dispatchers(conn, now) + _queue(conn)
+    findings += _providers()
+    failed = [f for f in findings if f.status == "fail"]
+    if as_json:
+        print(to_json({"ok": not failed, "checks": [asdict(f) for f in findings]}))
+    else:
+        for f in findings:
+            if f.status != "ok" or verbose:
+                typer.echo(f"{f.status.upper():<4} {f.check}: {f.detail}")
+        if not failed:
+            typer.echo("precall is healthy" + (" (with warnings)" if any(f.status == "warn" for f in findings) else ""))
+    if failed:
+        raise typer.Exit(1)

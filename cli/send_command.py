@@ -1,0 +1,125 @@
+"""`precall send CALL_ID`: a manual preview, through the dispatcher's own code path and rules."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import os
+import socket
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+import psycopg
+import typer
+from psycopg.rows import class_row, dict_row
+
+from precall.cli.history_command import parse_uuid
+from precall.cli.output import emit, to_json
+from precall.dispatcher.channel import Path, Reachability, select_notification_path
+from precall.dispatcher.config import Config, database_url
+from precall.dispatcher.db import Database
+from precall.dispatcher.errors import PrecallError
+from precall.dispatcher.messages import MessageInput, minutes_left
+from precall.dispatcher.providers import factory
+from precall.dispatcher.render import Renderer
+from precall.dispatcher.send_preview import ClaimedPreview, PreviewSender
+
+RESULT_COLUMNS = ["type", "channel", "status", "sent_at", "provider_id", "reason", "id"]
+PATH_NAMES = {Path.PUSH: "push (path A)", Path.SMS: "SMS (path B)",
+              Path.PUSH_WITH_FALLBACK: "push, SMS if no receipt in time (path C)"}
+
+
+def _worker() -> str:
+    return f"manual:{getpass.getuser()}@{socket.gethostname()}:{os.getpid()}"
+
+
+def _dry_run(call_id: object, channel: Optional[str], as_json: bool) -> None:
+    with psycopg.connect(database_url(), autocommit=True) as conn:
+        inp = conn.cursor(row_factory=dict_row).execute("SELECT * FROM precall.preview_inputs(%s)", (call_id,)).fetchone()
+        if inp is None:
+            raise PrecallError(f"no call with id {call_id}")
+        sent = conn.execute(
+            "SELECT sent_at, channel, type FROM notification_logs WHERE call_id = %s AND planned_for = %s"
+            " AND status IN ('sent', 'delivered', 'opened') ORDER BY sent_at DESC LIMIT 1",
+            (call_id, inp["scheduled_at"])).fetchone()
+    reach = Reachability(inp["notification_pref"], inp["fcm_token"], inp["push_enabled"], inp["phone_number"],
+                         inp["sms_opted_out"])
+    path = select_notification_path(reach)
+    chosen = channel or ({Path.SMS: "sms"}.get(path, "push") if path else None)
+    seconds = (inp["scheduled_at"] - datetime.now(timezone.utc)).total_seconds()
+    rendered = Renderer(french_typography=os.environ.get("PRECALL_FR_TYPOGRAPHY") == "1").render(
+        MessageInput(inp["coach_name"], inp["current_streak"] or 0, inp["topic"], inp["locale"], minutes_left(max(seconds, 60))))
+    plan = {
+        "call_id": call_id, "call_status": inp["call_status"], "scheduled_at": inp["scheduled_at"],
+        "path": PATH_NAMES.get(path, "none: no usable token or phone") if path else "none: no usable token or phone",
+        "channel": chosen, "title": rendered.push.title, "body": rendered.push.body,
+        "sms": rendered.sms.text, "sms_encoding": rendered.sms.encoding, "sms_segments": rendered.sms.segments,
+        "already_sent": {"at": sent[0], "channel": sent[1], "type": sent[2]} if sent else None,
+    }
+    if as_json:
+        print(to_json(plan))
+        return
+    for key, value in plan.items():
+        typer.echo(f"{key:>13}: {value if value is not None else '-'}")
+    typer.echo("dry run: nothing was sent or written")
+
+
+async def _send(config: Config, call_id: object, channel: Optional[str], force: bool) -> list[dict[str, Any]]:
+    push, sms = factory.push_sender(config), factory.sms_sender(config)
+    pool = Database(config.database_url, 1, 4, "precall-send")
+    await pool.open()
+    await push.start()
+    await sms.start()
+    worker = _worker()
+    try:
+        async with pool.connection() as conn:
+            cur = conn.cursor(row_factory=class_row(ClaimedPreview))
+            await cur.execute("SELECT * FROM precall.claim_manual_preview(%s, %s, %s, %s)",
+                              (call_id, worker, force, {"push": "preview_push", "sms": "preview_sms"}.get(channel or "")))
+            row = await cur.fetchone()
+        assert row is not None
+        sender = PreviewSender(pool, push, sms, Renderer(french_typography=os.environ.get("PRECALL_FR_TYPOGRAPHY") == "1"),
+                               config, worker)
+        await sender.process(row, channel)
+        async with pool.connection() as conn:
+            cur2 = conn.cursor(row_factory=dict_row)
+            await cur2.execute("SELECT * FROM notification_logs WHERE id = %s OR parent_id = %s ORDER BY created_at",
+                               (row.id, row.id))
+            return await cur2.fetchall()
+    finally:
+        await push.close()
+        await sms.close()
+        await pool.close()
+
+
+def send_cmd(
+    call_id: str = typer.Argument(..., help="The call's id."),
+    channel: Optional[str] = typer.Option(None, help="push or sms; default: the path rules choose."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be sent, send nothing."),
+    force: bool = typer.Option(False, "--force", help="Send even if a preview already went out (a marked resend)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Send a call's preview now, exactly as the dispatcher would (same code, same rules).
+
+    Refuses when a preview already went out for this call time, saying when and how; --force
+    sends again, recorded as a manual resend.
+
+    Example: precall send 9b1d7c1e-0f4a-4d8e-8a51-6b1f9e2c3d40 --channel sms --dry-run
+    """
+    if channel not in (None, "push", "sms"):
+        raise PrecallError(f"--channel must be push or sms, not {channel!r}")
+    cid = parse_uuid(call_id, "call id")
+    if dry_run:
+        _dry_run(cid, channel, as_json)
+        return
+    config = Config.from_env()
+    try:
+        rows = asyncio.run(_send(config, cid, channel, force))
+    except psycopg.errors.RaiseException as exc:
+        raise PrecallError(exc.diag.message_primary or str(exc)) from None
+    emit(rows, RESULT_COLUMNS, as_json)
+    main = rows[0] if rows else None
+    if main is None or main["status"] not in ("sent", "delivered", "opened"):
+        raise PrecallError(f"not sent: {main['reason'] if main else 'no row'}")
+    if any(r["type"] == "fallback_sms" and r["status"] == "queued" for r in rows):
+        typer.echo("path C: the fallback SMS is planned; a running dispatcher sends it unless the app acknowledges")
