@@ -38,9 +38,18 @@ def fail(message: str) -> NoReturn:
 
 
 def main() -> None:
-    """Console entry point: every expected failure is one readable line and exit status 1."""
+    """Console entry point: every expected failure is one readable line and exit status 1
+    (a command line typer cannot parse: one line and status 2)."""
     try:
-        app()
+        status = app(standalone_mode=False)
+    except typer.TyperException as exc:  # typer's (vendored click) usage errors: bad option, missing argument
+        ctx = getattr(exc, "ctx", None)
+        if exc.format_message():  # empty: no_args_is_help has printed the help already
+            typer.echo(f"precall: {exc.format_message()} (see {ctx.command_path if ctx else 'precall'} --help)",
+                       err=True)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(130)
     except PrecallError as exc:
         fail(str(exc))
     except psycopg.OperationalError as exc:
@@ -49,3 +58,4 @@ def main() -> None:
         fail(exc.diag.message_primary or str(exc).splitlines()[0])
     except KeyboardInterrupt:
         sys.exit(130)
+    sys.exit(status if isinstance(status, int) else 0)

@@ -52,9 +52,11 @@ def _cell(value: Any) -> str:
 def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], title: str | None = None,
           styles: Mapping[str, str] | None = None) -> None:
     console = Console(soft_wrap=False)
+    if not console.is_terminal:
+        console.width = max(console.width, 240)  # a pipe or a file: keep ids and times on one line
     t = Table(title=title, show_lines=False, header_style="bold")
     for c in columns:
-        t.add_column(c, style=(styles or {}).get(c), overflow="fold")
+        t.add_column(c, style=(styles or {}).get(c), overflow="fold", no_wrap=c.endswith(("id", "_at")))
     for r in rows:
         t.add_row(*(_cell(r.get(c)) for c in columns))
     console.print(t)

@@ -138,6 +138,12 @@ def test_every_command_has_help_with_an_example(dispatcher_env) -> None:
     for command in commands:
         out = cli(dispatcher_env, *command, "--help")
         assert out.returncode == 0 and "Example" in out.stdout, (command, out.stdout)
+    # A command line that does not parse: one line, status 2, no box and no traceback.
+    for args, words in ((["history"], "Missing argument"), (["calls", "frob"], "No such command 'frob'"),
+                        (["calls", "list", "--limit", "0"], "--limit"), (["doctor", "--bogus"], "No such option")):
+        out = cli(dispatcher_env, *args)
+        assert out.returncode == 2 and out.stderr.count("\n") == 1 and words in out.stderr, (args, out.stderr)
+        assert out.stderr.startswith("precall: ") and "Traceback" not in out.stderr
 
 
 # --- stats against reference SQL -------------------------------------------------------------------
