@@ -21,7 +21,10 @@ def _cron_dsn(app_dsn: str) -> str:
 def migrate_cmd(
     with_cron: bool = typer.Option(True, "--cron/--no-cron", help="Also install the pg_cron jobs when pg_cron is loaded."),
 ) -> None:
-    """Apply pending migrations (advisory-locked, recorded in precall.schema_migrations)."""
+    """Apply pending migrations (advisory-locked, recorded in precall.schema_migrations).
+
+    Example: DATABASE_URL=postgresql://app@db:5432/app precall db migrate
+    """
     dsn = database_url()
     applied = migrate.migrate(dsn)
     for m in applied:
@@ -38,7 +41,10 @@ def migrate_cmd(
 
 @app.command("cron-install")
 def cron_install_cmd() -> None:
-    """Schedule precall.plan_due_previews() every minute and the daily history purge."""
+    """Schedule precall.plan_due_previews() every minute, the daily retention prune and history purge.
+
+    Example: precall db cron-install
+    """
     dsn = database_url()
     st = cron.install(dsn, _cron_dsn(dsn))
     typer.echo(
@@ -49,7 +55,10 @@ def cron_install_cmd() -> None:
 
 @app.command("cron-uninstall")
 def cron_uninstall_cmd() -> None:
-    """Remove this database's planning job."""
+    """Remove this database's planning and prune jobs (planning stops; queued rows still go out).
+
+    Example: precall db cron-uninstall
+    """
     dsn = database_url()
     cron.uninstall(dsn, _cron_dsn(dsn))
     typer.echo("planning job removed")
@@ -57,7 +66,10 @@ def cron_uninstall_cmd() -> None:
 
 @app.command("status")
 def status_cmd() -> None:
-    """Applied and pending migrations, and whether pg_cron runs the planning job."""
+    """Applied and pending migrations, and whether pg_cron runs the planning job.
+
+    Example: precall db status
+    """
     dsn = database_url()
     st = migrate.status(dsn)
     for version, name, at in st.applied:

@@ -31,13 +31,28 @@ def _demo_dsn() -> str:
 
 @app.command("db-up")
 def db_up() -> None:
-    """Start the embedded PostgreSQL under .precall/ (unless DATABASE_URL is set) and print its URL."""
+    """Start the embedded PostgreSQL under .precall/ (unless DATABASE_URL is set) and print its URL.
+
+    Example: export DATABASE_URL=$(precall demo db-up)
+    """
     typer.echo(_demo_dsn())
+
+
+@app.command("env")
+def env_cmd() -> None:
+    """Print the exports that point every precall command at the demo (database, log providers).
+
+    Example: eval "$(precall demo env)"; precall doctor
+    """
+    typer.echo(f"export DATABASE_URL='{_demo_dsn()}' PRECALL_PUSH_PROVIDER=log PRECALL_SMS_PROVIDER=log")
 
 
 @app.command("db-down")
 def db_down() -> None:
-    """Stop the embedded PostgreSQL."""
+    """Stop the embedded PostgreSQL.
+
+    Example: precall demo db-down
+    """
     link = STATE_DIR / "pgdata"
     if link.exists():
         localdb.LocalCluster(link.resolve(), 0).stop()
@@ -99,19 +114,28 @@ def show(dsn: str) -> None:
 
 @app.command("seed")
 def seed_cmd() -> None:
-    """Insert demo users and calls 1-3 minutes out (1-2 minute leads)."""
+    """Insert demo users and calls 1-3 minutes out (1-2 minute leads).
+
+    Example: precall demo seed
+    """
     typer.echo(f"seeded {seed(_demo_dsn())} calls")
 
 
 @app.command("show")
 def show_cmd() -> None:
-    """Show planned previews (SELECT … FROM notification_logs)."""
+    """Show planned previews (SELECT … FROM notification_logs).
+
+    Example: precall demo show
+    """
     show(_demo_dsn())
 
 
 @app.command("setup")
 def setup_cmd() -> str:
-    """Start the database, migrate, install the cron job, seed and show the plan."""
+    """Start the database, migrate, install the cron job, seed and show the plan.
+
+    Example: precall demo setup
+    """
     dsn = _demo_dsn()
     os.environ["DATABASE_URL"] = dsn
     for m in migrate.migrate(dsn):
@@ -128,7 +152,10 @@ def setup_cmd() -> str:
 def run_cmd(
     max_seconds: float = typer.Option(180, help="Stop the dispatcher after this long at most."),
 ) -> None:
-    """The whole demo: setup, then the dispatcher (log providers) until every preview has left."""
+    """The whole demo: setup, then the dispatcher (log providers) until every preview has left.
+
+    Example: precall demo run --max-seconds 120
+    """
     dsn = setup_cmd()
     os.environ.update({"DATABASE_URL": dsn, "PRECALL_PUSH_PROVIDER": "log", "PRECALL_SMS_PROVIDER": "log",
                        "PRECALL_POLL_INTERVAL_S": os.environ.get("PRECALL_POLL_INTERVAL_S", "5")})

@@ -16,7 +16,10 @@ def dispatcher_cmd(
     log_level: str = typer.Option("INFO", envvar="PRECALL_LOG_LEVEL", help="DEBUG, INFO, WARNING…"),
     plain_logs: bool = typer.Option(False, "--plain-logs", help="Human-readable logs instead of JSON lines."),
 ) -> None:
-    """Send every planned preview at its send_at; runs until SIGTERM/SIGINT (exit 0)."""
+    """Send every planned preview at its send_at; runs until SIGTERM/SIGINT (exit 0).
+
+    Example: PRECALL_METRICS_PORT=9464 precall dispatcher
+    """
     logs.configure(log_level, json_lines=not plain_logs)
     config = Config.from_env()
     dispatcher = Dispatcher(config)  # fails here, in one line, on missing credentials

@@ -50,7 +50,10 @@ def render_cmd(
     lead: int = typer.Option(5, min=1, max=60, help="Minutes until the call."),
     channel: Optional[str] = typer.Option(None, help="push or sms (default: both)."),
 ) -> None:
-    """Print exactly what would be sent: title, body and SMS, with the SMS's encoding and segments."""
+    """Print exactly what would be sent: title, body and SMS, with the SMS's encoding and segments.
+
+    Example: precall render --locale fr --coach Léa --streak 7 --topic mood_check --lead 5
+    """
     if channel not in (None, "push", "sms"):
         raise PrecallError(f"--channel must be push or sms, not {channel!r}")
     renderer = Renderer(french_typography=os.environ.get("PRECALL_FR_TYPOGRAPHY") == "1")
@@ -87,7 +90,10 @@ def _from_database(user_id: str, call_id: str) -> MessageInput:
 @templates_app.command("check")
 def check_cmd() -> None:
     """Render every locale × topic × milestone × channel with worst-case inputs; exit 1 if a key is
-    missing in a locale or any SMS needs more than one segment."""
+    missing in a locale or any SMS needs more than one segment.
+
+    Example: precall templates check
+    """
     logging.getLogger("precall.messages").setLevel(logging.ERROR)  # the unknown-topic case is deliberate
     catalog = Catalog()
     renderer = Renderer(catalog)

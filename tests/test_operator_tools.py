@@ -133,8 +133,17 @@ def test_history_newest_first_as_table_and_json(db, make, conn, dispatcher_env) 
 
 
 def test_every_command_has_help_with_an_example(dispatcher_env) -> None:
-    commands = [["send"], ["calls", "list"], ["calls", "schedule"], ["calls", "reschedule"], ["calls", "cancel"],
-                ["history"], ["stats"], ["doctor"], ["api"]]
+    import typer
+
+    from precall.cli.app import app
+
+    def leaves(group, path):
+        for name, command in getattr(group, "commands", {}).items():
+            yield from leaves(command, [*path, name]) if hasattr(command, "commands") else [[*path, name]]
+
+    commands = list(leaves(typer.main.get_command(app), []))
+    assert {"send", "history", "stats", "doctor", "api", "dispatcher", "render"} <= {c[0] for c in commands}
+    assert len(commands) >= 20
     for command in commands:
         out = cli(dispatcher_env, *command, "--help")
         assert out.returncode == 0 and "Example" in out.stdout, (command, out.stdout)
