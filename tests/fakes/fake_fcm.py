@@ -40,6 +40,12 @@ ERRORS = {
     "quota-": (429, _error(429, "RESOURCE_EXHAUSTED", "Quota exceeded.", "QUOTA_EXCEEDED")),
 }
 
+FAULTS = {
+    500: _error(500, "INTERNAL", "Internal error encountered.", "INTERNAL"),
+    503: _error(503, "UNAVAILABLE", "The service is currently unavailable.", "UNAVAILABLE"),
+    429: _error(429, "RESOURCE_EXHAUSTED", "Quota exceeded.", "QUOTA_EXCEEDED"),
+}
+
 
 @dataclass
 class FcmRecord:
@@ -55,6 +61,11 @@ class FakeFcmState:
     attempts: dict[str, int] = field(default_factory=dict)
     token_requests: int = 0
     slow_s: float = 3.0
+    latency_s: float = 0.0  # every answer waits this long (benchmarks: FCM's ~50 ms)
+    # Whole-server faults for chaos runs: answer every send with this status (500, 503, 429) or
+    # hold every request this long before answering (a provider that is slow or never answers).
+    fault_status: int | None = None
+    fault_delay_s: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def accepted(self) -> list[FcmRecord]:
@@ -91,8 +102,14 @@ class _Handler(JsonHandler):
                 status, body = code, err
         if token.startswith("flaky-") and attempt == 1:
             status, body = ERRORS["unavailable-"]
+        if state.fault_status is not None:
+            status, body = state.fault_status, FAULTS[state.fault_status]
         if token.startswith("slow-"):
             time.sleep(state.slow_s)
+        elif state.latency_s:
+            time.sleep(state.latency_s)
+        if state.fault_delay_s:
+            time.sleep(state.fault_delay_s)
         with state.lock:
             state.sent.append(FcmRecord(time.time(), match.group(1), message, status))
         self.reply(status, body)

@@ -39,6 +39,7 @@ class SmsRecord:
 @dataclass
 class FakeTwilioState:
     sent: list[SmsRecord] = field(default_factory=list)
+    latency_s: float = 0.0  # every answer waits this long (benchmarks: Twilio's ~200 ms)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def accepted(self) -> list[SmsRecord]:
@@ -78,6 +79,8 @@ class _Handler(JsonHandler):
                 "num_segments": "1", "price": None, "sid": sid, "status": "queued", "to": to,
                 "uri": f"/2010-04-01/Accounts/{match.group(1)}/Messages/{sid}.json",
             }
+        if self.server.state.latency_s:
+            time.sleep(self.server.state.latency_s)
         with self.server.state.lock:
             self.server.state.sent.append(SmsRecord(time.time(), match.group(1), form, status))
         self.reply(status, body)

@@ -1,0 +1,287 @@
+"""Reliability runs, judged at the fake providers: nothing lost, duplicates only where explained.
+
+    .venv/bin/python bench/chaos.py [kill9 pg_restart listener_kill provider_faults three ...]
+
+Each scenario gets its own database on one throwaway PostgreSQL 15 with pg_cron, `precall
+dispatcher` child processes with the real SDKs pointed at tests/fakes/, and previews whose
+send_at are spread over a few tens of seconds (90% push, 10% SMS, 2-minute lead). After the
+run, every call must have a preview row in a final state (sent, or failed/skipped/cancelled
+with a reason), every row marked sent must have reached a fake, and each call's requests at the
+fakes are counted: more than one is a duplicate. JSON to stdout and bench/results_chaos.json.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+
+from fakes.fake_fcm import FakeFcmServer, service_account  # noqa: E402
+from fakes.fake_twilio import FakeTwilioServer  # noqa: E402
+from precall.cli import localdb  # noqa: E402
+from precall.dispatcher import migrate  # noqa: E402
+
+
+@dataclass
+class Run:
+    name: str
+    dsn: str
+    env: dict[str, str]
+    cluster: localdb.LocalCluster
+    fcm: FakeFcmServer
+    twilio: FakeTwilioServer
+    first_send: float = 0.0
+    last_send: float = 0.0
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
+
+    def start(self) -> subprocess.Popen[bytes]:
+        p = subprocess.Popen([sys.executable, "-m", "precall.cli", "dispatcher", "--log-level", "WARNING"],
+                             env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.procs.append(p)
+        return p
+
+    def alive(self) -> list[subprocess.Popen[bytes]]:
+        return [p for p in self.procs if p.poll() is None]
+
+    def stop_all(self) -> None:
+        for p in self.alive():
+            p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def setup(cluster: localdb.LocalCluster, fcm: FakeFcmServer, twilio: FakeTwilioServer, name: str,
+          previews: int, spread_s: float, lease_s: int) -> Run:
+    with psycopg.connect(cluster.admin_dsn, autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{name}"')
+    dsn = cluster.dsn(name)
+    migrate.migrate(dsn)
+    creds = Path(tempfile.mkdtemp()) / "sa.json"
+    creds.write_text(json.dumps(service_account(f"{fcm.url}/token")))
+    env = {**os.environ, "DATABASE_URL": dsn, "GOOGLE_APPLICATION_CREDENTIALS": str(creds),
+           "PRECALL_FCM_BASE_URL": fcm.url, "TWILIO_ACCOUNT_SID": "AC" + "0" * 32, "TWILIO_AUTH_TOKEN": "x",
+           "PRECALL_TWILIO_FROM": "+15005550006", "PRECALL_TWILIO_BASE_URL": twilio.url,
+           "PRECALL_POLL_INTERVAL_S": "2"}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        # A short lease so a killed dispatcher's rows are taken over well before their calls.
+        conn.execute("UPDATE precall.settings SET lease = make_interval(secs => %s)", (lease_s,))
+        conn.execute(
+            "INSERT INTO users (fcm_token, push_enabled, phone_number, notification_lead_min, notification_pref)"
+            " SELECT 'tok-' || g, true, '+1555' || lpad(g::text, 7, '0'), 2,"
+            "        CASE WHEN g %% 10 = 0 THEN 'sms_only' ELSE 'push_only' END FROM generate_series(1, %s) g",
+            (previews,))
+    return Run(name, dsn, env, cluster, fcm, twilio)
+
+
+def schedule(run: Run, spread_s: float) -> None:
+    with psycopg.connect(run.dsn, autocommit=True) as conn:
+        # send_at = call - 2 min, spread over [now + 5 s, now + 5 s + spread].
+        conn.execute("INSERT INTO scheduled_calls (user_id, scheduled_at, topic)"
+                     " SELECT id, now() + interval '125 seconds' + random() * make_interval(secs => %s), 'mood_check'"
+                     " FROM users", (spread_s,))
+        row = conn.execute("SELECT extract(epoch FROM min(send_at)), extract(epoch FROM max(send_at))"
+                           " FROM notification_logs").fetchone()
+    assert row is not None
+    run.first_send, run.last_send = float(row[0]), float(row[1])
+
+
+def wait_final(run: Run, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(run.dsn, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute("SELECT count(*) FROM notification_logs WHERE status IN ('queued', 'sending')").fetchone()
+            if row and row[0] == 0 and time.time() > run.last_send:
+                return
+            time.sleep(0.5)
+
+
+def judge(run: Run, windows: list[tuple[float, float]] | None = None) -> dict[str, object]:
+    with psycopg.connect(run.dsn, autocommit=True) as conn:
+        calls = conn.execute("SELECT c.id::text, u.phone_number, c.scheduled_at FROM scheduled_calls c"
+                             " JOIN users u ON u.id = c.user_id").fetchall()
+        logs = conn.execute(
+            "SELECT call_id::text, type, status, coalesce(split_part(reason, ':', 1), ''),"
+            " extract(epoch FROM send_at), extract(epoch FROM attempted_at - send_at) * 1000"
+            " FROM notification_logs").fetchall()
+    by_call: dict[str, list[tuple]] = collections.defaultdict(list)
+    for r in logs:
+        by_call[r[0]].append(r)
+    phone_to_call = {p: c for c, p, _ in calls}
+    requests: collections.Counter[str] = collections.Counter()
+    for r in run.fcm.state.accepted():
+        requests[r.message["data"]["call_id"]] += 1
+    for r in run.twilio.state.accepted():
+        requests[phone_to_call.get(r.form.get("To", ""), "?")] += 1
+    statuses: collections.Counter[str] = collections.Counter()
+    lost, unexplained, duplicates = [], [], 0
+    for call_id, _, _ in calls:
+        rows = by_call.get(call_id, [])
+        final = [r for r in rows if r[2] not in ("queued", "sending")]
+        if not rows or len(final) < len(rows):
+            lost.append(call_id)
+            continue
+        sent = [r for r in rows if r[2] == "sent"]
+        for r in rows:
+            statuses[f"{r[2]}{':' + r[3] if r[3] and r[2] != 'sent' else ''}"] += 1
+        if sent and requests[call_id] == 0:
+            lost.append(call_id)  # marked sent, never reached a provider
+        if not sent and requests[call_id] > 0:
+            unexplained.append(call_id)  # reached a provider, recorded as not sent
+        duplicates += max(0, requests[call_id] - 1)
+    result: dict[str, object] = {
+        "calls": len(calls), "statuses": dict(statuses.most_common()), "lost": len(lost),
+        "reached_provider_but_not_marked_sent": len(unexplained), "duplicate_requests": duplicates,
+        "fcm_requests": len(run.fcm.state.sent), "twilio_requests": len(run.twilio.state.sent),
+        "events": run.events[:40],
+    }
+    late = [float(r[5]) for r in logs if r[2] == "sent" and r[5] is not None
+            and not any(a - 1 <= float(r[4]) <= b + 6 for a, b in (windows or []))]
+    if late:
+        late.sort()
+        result["lateness_ms_outside_fault_windows"] = {
+            "n": len(late), "p50": round(late[len(late) // 2], 1), "p99": round(late[int(len(late) * 0.99)], 1),
+            "max": round(late[-1], 1)}
+    return result
+
+
+# --- scenarios ------------------------------------------------------------------------------------
+
+def kill9(run: Run) -> dict[str, object]:
+    """Two dispatchers; every 1-4 s one is SIGKILLed at a random moment and replaced at once."""
+    for _ in range(2):
+        run.start()
+    time.sleep(3)
+    schedule(run, 60)
+    rng = random.Random(7)
+    while time.time() < run.last_send + 2:
+        time.sleep(rng.uniform(1, 4))
+        victim = rng.choice(run.alive())
+        victim.kill()
+        victim.wait()
+        run.events.append(f"{time.time() - run.first_send:6.1f}s kill -9 pid {victim.pid}")
+        run.start()
+    wait_final(run, 180)
+    return judge(run)
+
+
+def pg_restart(run: Run) -> dict[str, object]:
+    for _ in range(2):
+        run.start()
+    time.sleep(3)
+    schedule(run, 30)
+    time.sleep(max(0.0, run.first_send + 10 - time.time()))
+    t0 = time.time()
+    run.cluster.restart()
+    run.events.append(f"PostgreSQL restarted in {time.time() - t0:.1f}s, {t0 - run.first_send:.1f}s into the run")
+    wait_final(run, 180)
+    return judge(run)
+
+
+def listener_kill(run: Run) -> dict[str, object]:
+    for _ in range(2):
+        run.start()
+    time.sleep(3)
+    schedule(run, 30)
+    with psycopg.connect(run.dsn, autocommit=True) as conn:
+        while time.time() < run.last_send:
+            time.sleep(5)
+            n = conn.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                             " WHERE application_name = 'precall-listener'").fetchone()
+            run.events.append(f"{time.time() - run.first_send:5.1f}s terminated {n[0] if n else 0} listener(s)")
+    wait_final(run, 180)
+    return judge(run)
+
+
+def provider_faults(run: Run) -> dict[str, object]:
+    """FCM answers 503, then 500, then 429 for 4 s each, then takes 2 s per answer, then never answers
+    (30 s, beyond the 5 s timeout); previews due outside those windows must still leave on time."""
+    run.start()
+    time.sleep(3)
+    schedule(run, 45)
+    plan: list[tuple[float, float, Callable[[], None]]] = [
+        (5, 9, lambda: setattr(run.fcm.state, "fault_status", 503)),
+        (14, 18, lambda: setattr(run.fcm.state, "fault_status", 500)),
+        (23, 27, lambda: setattr(run.fcm.state, "fault_status", 429)),
+        (31, 34, lambda: setattr(run.fcm.state, "fault_delay_s", 2.0)),
+        (38, 41, lambda: setattr(run.fcm.state, "fault_delay_s", 30.0)),
+    ]
+    windows = []
+    for start, end, on in plan:
+        time.sleep(max(0.0, run.first_send + start - time.time()))
+        on()
+        time.sleep(max(0.0, run.first_send + end - time.time()))
+        run.fcm.state.fault_status, run.fcm.state.fault_delay_s = None, 0.0
+        windows.append((run.first_send + start, run.first_send + end))
+        run.events.append(f"fault {start}-{end}s")
+    wait_final(run, 240)
+    result = judge(run, windows)
+    with psycopg.connect(run.dsn, autocommit=True) as conn:
+        late_attempts = conn.execute(
+            "SELECT count(*) FROM notification_logs n JOIN scheduled_calls c ON c.id = n.call_id"
+            " WHERE n.attempted_at > c.scheduled_at").fetchone()
+    result["attempts_after_the_call"] = late_attempts[0] if late_attempts else None
+    return result
+
+
+def three(run: Run) -> dict[str, object]:
+    for _ in range(3):
+        run.start()
+    time.sleep(3)
+    schedule(run, 20)
+    wait_final(run, 180)
+    return judge(run)
+
+
+SCENARIOS = {"kill9": (kill9, 5000, 10), "pg_restart": (pg_restart, 2000, 10),
+             "listener_kill": (listener_kill, 2000, 10), "provider_faults": (provider_faults, 2000, 10),
+             "three": (three, 5000, 60)}
+
+
+def main() -> None:
+    names = sys.argv[1:] or list(SCENARIOS)
+    cluster = localdb.throwaway()
+    results: dict[str, object] = {}
+    try:
+        for name in names:
+            scenario, previews, lease = SCENARIOS[name]
+            fcm, twilio = FakeFcmServer().start(), FakeTwilioServer().start()
+            run = setup(cluster, fcm, twilio, name, previews, 0, lease)
+            print(f"{name}: {previews} previews …", file=sys.stderr)
+            t0 = time.monotonic()
+            try:
+                results[name] = {"previews": previews, "lease_s": lease, **scenario(run),
+                                 "wall_s": round(time.monotonic() - t0, 1)}
+            finally:
+                run.stop_all()
+                fcm.shutdown()
+                twilio.shutdown()
+            print(json.dumps(results[name]), file=sys.stderr)
+    finally:
+        cluster.destroy()
+    text = json.dumps(results, indent=2)
+    print(text)
+    out = Path(__file__).parent / "results_chaos.json"
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    out.write_text(json.dumps({**previous, **results}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""Planning cost: one precall.plan_due_previews() run as the calls table grows from 1M to 10M rows.
+
+    .venv/bin/python bench/planning_cost.py [--users 1000000] [--sizes 1000000,10000000] [--due 1000,10000]
+
+A throwaway PostgreSQL 15 (with pg_cron) gets 1M users and calls spread evenly over 30 days
+(past ones answered, future ones pending, the way a live table looks). For each table size and
+each D in --due, D extra calls are put in one planning window 20 days out, and the run that
+plans them is timed (median of 5, each rolled back so the next one plans the same rows). The
+plan of the window query is printed and checked for sequential scans. JSON goes to stdout and
+bench/results_planning.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+
+from precall.cli import localdb
+from precall.dispatcher import migrate
+
+WINDOW_AT = "date_trunc('minute', now()) + interval '20 days'"  # far from the real now: nothing else plans there
+
+
+def grow_calls(conn: psycopg.Connection, users: int, start: int, end: int) -> float:
+    """Calls start+1..end, spread evenly over now-15 days .. now+15 days, random users."""
+    t0 = time.perf_counter()
+    step = 1_000_000
+    for lo in range(start, end, step):
+        hi = min(end, lo + step)
+        conn.execute(
+            "INSERT INTO scheduled_calls (user_id, scheduled_at, status, topic)"
+            " SELECT ('00000000-0000-4000-8000-' || lpad(to_hex(1 + (g::bigint * 7919) %% %(users)s), 12, '0'))::uuid,"
+            "        t, CASE WHEN t < now() THEN 'answered' ELSE 'pending' END, 'fitness_checkin'"
+            " FROM generate_series(%(lo)s + 1, %(hi)s) g,"
+            "      LATERAL (SELECT now() - interval '15 days' + (g %% 2592000) * interval '1 second'"
+            "                      + (g / 2592000) * interval '1 millisecond' AS t) x",
+            {"users": users, "lo": lo, "hi": hi})
+        print(f"  calls: {hi:,}", file=sys.stderr)
+    return time.perf_counter() - t0
+
+
+def time_planning(conn: psycopg.Connection, due: int) -> dict[str, object]:
+    # D pending calls whose previews (lead 5 min) fall in the window starting at WINDOW_AT.
+    timings, planned = [], 0
+    for _ in range(5):
+        with conn.transaction(force_rollback=True):
+            conn.execute(
+                "INSERT INTO scheduled_calls (user_id, scheduled_at, topic)"
+                f" SELECT ('00000000-0000-4000-8000-' || lpad(to_hex(1 + g), 12, '0'))::uuid,"
+                f"        {WINDOW_AT} + interval '5 minutes' + (g %% 60) * interval '1 second', 'mood_check'"
+                " FROM generate_series(1, %s) g", (due,))
+            t0 = time.perf_counter()
+            row = conn.execute(f"SELECT precall.plan_due_previews({WINDOW_AT})").fetchone()
+            timings.append((time.perf_counter() - t0) * 1000)
+            planned = int(row[0]) if row else 0
+    return {"due_inserted": due, "planned_per_run": planned, "run_ms_median": round(statistics.median(timings), 1),
+            "run_ms_min": round(min(timings), 1), "run_ms_max": round(max(timings), 1)}
+
+
+def explain(conn: psycopg.Connection) -> list[str]:
+    rows = conn.execute(f"EXPLAIN SELECT * FROM precall.calls_in_window({WINDOW_AT})").fetchall()
+    return [r[0] for r in rows]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--users", type=int, default=1_000_000)
+    ap.add_argument("--sizes", default="1000000,10000000")
+    ap.add_argument("--due", default="1000,10000")
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    dues = [int(d) for d in args.due.split(",")]
+
+    cluster = localdb.throwaway()
+    results: dict[str, object] = {"users": args.users, "runs": []}
+    try:
+        with psycopg.connect(cluster.admin_dsn, autocommit=True) as c:
+            c.execute("CREATE DATABASE bench")
+        dsn = cluster.dsn("bench")
+        migrate.migrate(dsn)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            # Bulk loads bypass the insert trigger (it would plan the few calls in today's window).
+            conn.execute("ALTER TABLE scheduled_calls DISABLE TRIGGER _500_plan_previews")
+            conn.execute(
+                "INSERT INTO users (id, fcm_token, push_enabled, notification_lead_min)"
+                " SELECT ('00000000-0000-4000-8000-' || lpad(to_hex(g), 12, '0'))::uuid, 'tok-' || g, true, 5"
+                " FROM generate_series(1, %s) g", (args.users,))
+            loaded = 0
+            for size in sizes:
+                load_s = grow_calls(conn, args.users, loaded, size)
+                loaded = size
+                conn.execute("VACUUM ANALYZE scheduled_calls")
+                conn.execute("VACUUM ANALYZE users")
+                plan = explain(conn)
+                run = {"calls_in_table": size, "load_s": round(load_s, 1),
+                       "seq_scans": [line.strip() for line in plan if "Seq Scan" in line and "settings" not in line],
+                       "plan": plan, "by_due": [time_planning(conn, d) for d in dues]}
+                results["runs"].append(run)  # type: ignore[union-attr]
+                print(json.dumps(run["by_due"]), file=sys.stderr)
+            conn.execute("ALTER TABLE scheduled_calls ENABLE TRIGGER _500_plan_previews")
+    finally:
+        cluster.destroy()
+    text = json.dumps(results, indent=2, default=str)
+    print(text)
+    (Path(__file__).parent / "results_planning.json").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

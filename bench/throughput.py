@@ -1,0 +1,202 @@
+"""Dispatch throughput: N previews due at the same instant, end to end through the real SDKs.
+
+    .venv/bin/python bench/throughput.py [--previews 50000] [--dispatchers 2] [--sms-share 0.1]
+        [--fcm-latency 0.05] [--twilio-latency 0.2] [--profile]
+
+A throwaway PostgreSQL 15 with pg_cron; `precall dispatcher` child processes with firebase-admin
+and twilio pointed at the local fakes (tests/fakes/), which answer after the given latency. Every
+preview's send_at is the same second. Reported: previews/s from the first send_at to the last
+write-back, the sends each fake received (duplicates counted), CPU seconds per process group
+(dispatchers, PostgreSQL, the fakes in this process), peak RSS per dispatcher, and with --profile
+a py-spy sample of one dispatcher split into SDK, database and the rest. JSON to stdout and
+bench/results_throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+
+from fakes.fake_fcm import FakeFcmServer, service_account  # noqa: E402
+from fakes.fake_twilio import FakeTwilioServer  # noqa: E402
+from precall.cli import localdb  # noqa: E402
+from precall.dispatcher import migrate  # noqa: E402
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and its reaped children."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / TICK
+
+
+def children(ppid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == ppid:
+                    out.append(int(entry.name))
+            except (OSError, ValueError):
+                pass
+    return out
+
+
+def postgres_cpu(postmaster: int) -> float:
+    # Backends come and go; the postmaster's reaped-children counters keep the ones that ended.
+    return cpu_seconds(postmaster) + sum(cpu_seconds(p) for p in children(postmaster))
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def classify(stack: str) -> str:
+    if any(m in stack for m in ("firebase_admin", "google/auth", "twilio/", "aiohttp", "httpx", "httpcore", "h11", "ssl.py")):
+        return "sdk_and_http"
+    if "psycopg" in stack:
+        return "database_client"
+    if "asyncio" in stack.split(";")[-1] or "selectors" in stack or "base_events.py" in stack.split(";")[-1]:
+        return "event_loop"
+    return "precall_and_rest"
+
+
+def profile(pid: int, seconds: int) -> dict[str, float]:
+    out = Path(tempfile.mkdtemp()) / "spy.txt"
+    subprocess.run([str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(pid), "-d", str(seconds), "-r", "200", "--format", "raw", "-o", str(out),
+                    "--nonblocking"], capture_output=True, timeout=seconds + 30)
+    counts: collections.Counter[str] = collections.Counter()
+    idle = 0
+    for line in out.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if "select (selectors.py" in stack.split(";")[-1] or "epoll" in stack.split(";")[-1]:
+            idle += int(n)
+            continue
+        counts[classify(stack)] += int(n)
+    busy = sum(counts.values())
+    return {k: round(v / busy, 3) for k, v in counts.most_common()} | {"idle_share_of_samples": round(idle / max(1, busy + idle), 3)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--previews", type=int, default=50_000)
+    ap.add_argument("--dispatchers", type=int, default=2)
+    ap.add_argument("--sms-share", type=float, default=0.1)
+    ap.add_argument("--fcm-latency", type=float, default=0.05)
+    ap.add_argument("--twilio-latency", type=float, default=0.2)
+    ap.add_argument("--in-flight", type=int, default=None, help="PRECALL_MAX_IN_FLIGHT (default: the dispatcher's)")
+    ap.add_argument("--profile", action="store_true", help="py-spy one dispatcher for 15 s mid-run")
+    args = ap.parse_args()
+
+    cluster = localdb.throwaway()
+    fcm, twilio = FakeFcmServer().start(), FakeTwilioServer().start()
+    fcm.state.latency_s, twilio.state.latency_s = args.fcm_latency, args.twilio_latency
+    result: dict[str, object] = {"previews": args.previews, "dispatchers": args.dispatchers,
+                                 "fcm_latency_s": args.fcm_latency, "twilio_latency_s": args.twilio_latency}
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        with psycopg.connect(cluster.admin_dsn, autocommit=True) as c:
+            c.execute("CREATE DATABASE bench")
+            postmaster = int(c.execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'")
+                             .fetchone()[0])  # type: ignore[index]
+        postmaster = int(Path(f"/proc/{postmaster}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        dsn = cluster.dsn("bench")
+        migrate.migrate(dsn)
+        creds = Path(tempfile.mkdtemp()) / "sa.json"
+        creds.write_text(json.dumps(service_account(f"{fcm.url}/token")))
+        env = {**os.environ, "DATABASE_URL": dsn, "GOOGLE_APPLICATION_CREDENTIALS": str(creds),
+               "PRECALL_FCM_BASE_URL": fcm.url, "TWILIO_ACCOUNT_SID": "AC" + "0" * 32, "TWILIO_AUTH_TOKEN": "x",
+               "PRECALL_TWILIO_FROM": "+15005550006", "PRECALL_TWILIO_BASE_URL": twilio.url}
+        if args.in_flight:
+            env["PRECALL_MAX_IN_FLIGHT"] = str(args.in_flight)
+        conn = psycopg.connect(dsn, autocommit=True)
+        sms_every = round(1 / args.sms_share) if args.sms_share else 0
+        conn.execute(
+            "INSERT INTO users (fcm_token, push_enabled, phone_number, notification_lead_min, notification_pref)"
+            " SELECT 'tok-' || g, true, '+1555' || lpad(g::text, 7, '0'), 1,"
+            "        CASE WHEN %(every)s > 0 AND g %% %(every)s = 0 THEN 'sms_only' ELSE 'push_only' END"
+            " FROM generate_series(1, %(n)s) g", {"n": args.previews, "every": sms_every})
+        for _ in range(args.dispatchers):
+            procs.append(subprocess.Popen([sys.executable, "-m", "precall.cli", "dispatcher", "--log-level", "WARNING"],
+                                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        time.sleep(3)
+        # Calls at T+75 s with a 1-minute lead: every preview is due at the same second, ~15 s from now.
+        conn.execute("INSERT INTO scheduled_calls (user_id, scheduled_at, topic)"
+                     " SELECT id, date_trunc('second', now()) + interval '75 seconds', 'mood_check' FROM users")
+        due = conn.execute("SELECT min(send_at), count(*) FROM notification_logs WHERE status = 'queued'").fetchone()
+        assert due is not None and due[1] == args.previews, due
+        wait = (due[0].timestamp() - time.time())
+        time.sleep(max(0.0, wait - 1))
+        cpu0 = {"dispatchers": sum(cpu_seconds(p.pid) for p in procs), "postgres": postgres_cpu(postmaster),
+                "fakes_and_bench": resource.getrusage(resource.RUSAGE_SELF).ru_utime
+                + resource.getrusage(resource.RUSAGE_SELF).ru_stime}
+        spy: dict[str, float] | None = None
+        if args.profile:
+            time.sleep(4)
+            spy = profile(procs[0].pid, 15)
+        deadline = time.monotonic() + 1800
+        while time.monotonic() < deadline:
+            left = conn.execute("SELECT count(*) FROM notification_logs WHERE status IN ('queued', 'sending')").fetchone()
+            if left and left[0] == 0:
+                break
+            time.sleep(0.5)
+        cpu1 = {"dispatchers": sum(cpu_seconds(p.pid) for p in procs), "postgres": postgres_cpu(postmaster),
+                "fakes_and_bench": resource.getrusage(resource.RUSAGE_SELF).ru_utime
+                + resource.getrusage(resource.RUSAGE_SELF).ru_stime}
+        row = conn.execute(
+            "SELECT count(*) FILTER (WHERE status = 'sent'), count(*) FILTER (WHERE status <> 'sent'),"
+            " extract(epoch FROM max(updated_at) - min(send_at)),"
+            " percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY extract(epoch FROM attempted_at - send_at)),"
+            " count(*) FILTER (WHERE channel = 'sms' AND status = 'sent')"
+            " FROM notification_logs").fetchone()
+        assert row is not None
+        sent, other, span, lateness, sms_sent = row
+        per_id = collections.Counter(r.message["data"]["notification_id"] for r in fcm.state.accepted())
+        result.update({
+            "sent": sent, "not_sent": other, "sms_sent": sms_sent, "drain_s": round(float(span), 2),
+            "previews_per_s": round(sent / float(span), 1),
+            "lateness_p50_s": round(lateness[0], 2), "lateness_p99_s": round(lateness[1], 2),
+            "fcm_requests": len(fcm.state.sent), "fcm_duplicates": sum(n - 1 for n in per_id.values() if n > 1),
+            "twilio_requests": len(twilio.state.sent),
+            "cpu_s": {k: round(cpu1[k] - cpu0[k], 1) for k in cpu0},
+            "cpu_ms_per_preview": {k: round((cpu1[k] - cpu0[k]) * 1000 / max(1, sent), 2) for k in cpu0},
+            "dispatcher_peak_rss_mb": [round(peak_rss_mb(p.pid), 1) for p in procs],
+        })
+        if spy is not None:
+            result["dispatcher_profile_share"] = spy
+        conn.close()
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        fcm.shutdown()
+        twilio.shutdown()
+        cluster.destroy()
+    text = json.dumps(result, indent=2)
+    print(text)
+    (Path(__file__).parent / "results_throughput.json").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
