@@ -130,16 +130,17 @@ def main() -> None:
         sms_every = round(1 / args.sms_share) if args.sms_share else 0
         conn.execute(
             "INSERT INTO users (fcm_token, push_enabled, phone_number, notification_lead_min, notification_pref)"
-            " SELECT 'tok-' || g, true, '+1555' || lpad(g::text, 7, '0'), 1,"
+            " SELECT 'tok-' || g, true, '+1555' || lpad(g::text, 7, '0'), 10,"
             "        CASE WHEN %(every)s > 0 AND g %% %(every)s = 0 THEN 'sms_only' ELSE 'push_only' END"
             " FROM generate_series(1, %(n)s) g", {"n": args.previews, "every": sms_every})
         for _ in range(args.dispatchers):
             procs.append(subprocess.Popen([sys.executable, "-m", "precall.cli", "dispatcher", "--log-level", "WARNING"],
                                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         time.sleep(3)
-        # Calls at T+75 s with a 1-minute lead: every preview is due at the same second, ~15 s from now.
+        # Calls at T+615 s with a 10-minute lead: every preview is due at the same second, ~15 s
+        # from now, and none is near its call's cut-off however long the drain takes.
         conn.execute("INSERT INTO scheduled_calls (user_id, scheduled_at, topic)"
-                     " SELECT id, date_trunc('second', now()) + interval '75 seconds', 'mood_check' FROM users")
+                     " SELECT id, date_trunc('second', now()) + interval '615 seconds', 'mood_check' FROM users")
         due = conn.execute("SELECT min(send_at), count(*) FROM notification_logs WHERE status = 'queued'").fetchone()
         assert due is not None and due[1] == args.previews, due
         wait = (due[0].timestamp() - time.time())
