@@ -176,7 +176,6 @@ def main() -> None:
             "lateness_p50_s": round(lateness[0], 2), "lateness_p99_s": round(lateness[1], 2),
             "fcm_requests": len(fcm.state.sent), "fcm_duplicates": sum(n - 1 for n in per_id.values() if n > 1),
             "twilio_requests": len(twilio.state.sent),
-            "fcm_tcp_connections": fcm.connections, "twilio_tcp_connections": twilio.connections,
             "cpu_s": {k: round(cpu1[k] - cpu0[k], 1) for k in cpu0},
             "cpu_ms_per_preview": {k: round((cpu1[k] - cpu0[k]) * 1000 / max(1, sent), 2) for k in cpu0},
             "dispatcher_peak_rss_mb": [round(peak_rss_mb(p.pid), 1) for p in procs],

@@ -64,32 +64,3 @@ def test_systemd_unit_runs_the_daemon_directly() -> None:
     lines = {line.split("=", 1)[0]: line.split("=", 1)[1] for line in unit.splitlines() if "=" in line and not line.startswith("#")}
     assert lines["Type"] == "notify" and lines["NotifyAccess"] == "main" and lines["Restart"] == "on-failure"
     assert lines["ExecStart"].endswith("precall dispatcher") and "WatchdogSec" in lines and "EnvironmentFile" in lines
-
-
-def test_fcm_sends_reuse_connections_up_to_the_in_flight_limit(fake_fcm, tmp_path) -> None:
-    """httpx keeps 20 idle connections by default: 60 concurrent sends, three times over, would
-    open ~100 connections. With the pool sized to the in-flight limit they open 60."""
-    import asyncio
-    import json
-    from datetime import datetime, timedelta, timezone
-
-    from fakes.fake_fcm import service_account
-    from precall.dispatcher.providers.base import PushRequest
-    from precall.dispatcher.providers.fcm import FcmPushSender
-
-    creds = tmp_path / "sa.json"
-    creds.write_text(json.dumps(service_account(f"{fake_fcm.url}/token")))
-    fake_fcm.state.latency_s = 0.05
-
-    async def run() -> None:
-        sender = FcmPushSender(str(creds), fake_fcm.url, 5.0, connections=64)
-        await sender.start()
-        deadline = datetime.now(timezone.utc) + timedelta(minutes=5)
-        for _ in range(3):
-            await asyncio.gather(*(sender.send(PushRequest(f"tok-{i}", "t", "b", {}, deadline, "c"), timeout=5)
-                                   for i in range(60)))
-        await sender.close()
-
-    asyncio.run(run())
-    assert len(fake_fcm.state.accepted()) == 180
-    assert fake_fcm.connections <= 61, fake_fcm.connections  # 60 + the OAuth token fetch's

@@ -12,8 +12,7 @@ from precall.dispatcher.providers.twilio_sms import TwilioSmsSender
 def push_sender(config: Config) -> PushSender:
     if config.push_provider == "log":
         return LogPushSender()
-    return FcmPushSender(config.google_application_credentials, config.fcm_base_url, config.fcm_timeout_s,
-                         connections=config.max_in_flight)
+    return FcmPushSender(config.google_application_credentials, config.fcm_base_url, config.fcm_timeout_s)
 
 
 def sms_sender(config: Config) -> SmsSender:

@@ -10,7 +10,6 @@ import warnings
 from datetime import datetime, timezone
 
 import firebase_admin
-import httpx
 from firebase_admin import credentials, exceptions, messaging
 
 from precall.dispatcher.errors import ConfigError
@@ -71,8 +70,7 @@ def classify(exc: Exception) -> Exception:
 class FcmPushSender:
     name = "fcm"
 
-    def __init__(self, credentials_path: str | None, base_url: str, http_timeout_s: float,
-                 connections: int = 100) -> None:
+    def __init__(self, credentials_path: str | None, base_url: str, http_timeout_s: float) -> None:
         if not credentials_path:
             raise ConfigError(
                 "PRECALL_PUSH_PROVIDER=fcm needs GOOGLE_APPLICATION_CREDENTIALS (a service-account JSON); "
@@ -88,7 +86,6 @@ class FcmPushSender:
         self._cred = cred
         self._base_url = base_url.rstrip("/")
         self._http_timeout_s = http_timeout_s
-        self._connections = max(20, connections)
         self._app: firebase_admin.App | None = None
 
     async def start(self) -> None:
@@ -101,12 +98,6 @@ class FcmPushSender:
         # firebase-admin has no public endpoint setting (only the Go SDK does); pinned to 7.7.0 and
         # tests/test_providers_config.py checks the override still takes.
         service._fcm_url = f"{self._base_url}/v1/projects/{self.project_id}/messages:send"  # noqa: SLF001
-        # httpx keeps only 20 idle connections by default: with more sends in flight, every
-        # extra one opens (and the server accepts) a new TCP connection per message. Keep as
-        # many as we send at once.
-        limits = httpx.Limits(max_connections=self._connections, max_keepalive_connections=self._connections)
-        for transport in service._async_client._mounts.values():  # noqa: SLF001 - pinned SDK
-            transport._wrapped_transport = httpx.AsyncHTTPTransport(retries=0, http2=True, limits=limits)  # noqa: SLF001
         # Warm the OAuth token now: otherwise the first preview pays ~200 ms for it.
         try:
             await asyncio.to_thread(self._cred.get_access_token)

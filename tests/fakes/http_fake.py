@@ -32,11 +32,6 @@ class FakeServer(ThreadingHTTPServer):
 
     def __init__(self, handler: type[JsonHandler], port: int = 0) -> None:
         super().__init__(("127.0.0.1", port), handler)
-        self.connections = 0  # TCP connections accepted: shows whether clients reuse them
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        self.connections += 1
-        super().process_request(request, client_address)
 
     @property
     def url(self) -> str:
