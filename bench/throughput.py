@@ -103,6 +103,8 @@ def main() -> None:
     ap.add_argument("--twilio-latency", type=float, default=0.2)
     ap.add_argument("--in-flight", type=int, default=None, help="PRECALL_MAX_IN_FLIGHT (default: the dispatcher's)")
     ap.add_argument("--profile", action="store_true", help="py-spy one dispatcher for 15 s mid-run")
+    ap.add_argument("--spread-s", type=float, default=0.0,
+                    help="spread the send_at instants over this many seconds (lateness mode) instead of one")
     args = ap.parse_args()
 
     cluster = localdb.throwaway()
@@ -139,10 +141,13 @@ def main() -> None:
         time.sleep(3)
         # Calls at T+615 s with a 10-minute lead: every preview is due at the same second, ~15 s
         # from now, and none is near its call's cut-off however long the drain takes.
+        # With --spread-s, planning (pg_cron's job, run here by hand each minute) plans them as their
+        # window opens, as in production.
         conn.execute("INSERT INTO scheduled_calls (user_id, scheduled_at, topic)"
-                     " SELECT id, date_trunc('second', now()) + interval '615 seconds', 'mood_check' FROM users")
+                     " SELECT id, date_trunc('second', now()) + interval '615 seconds'"
+                     "        + random() * make_interval(secs => %s), 'mood_check' FROM users", (args.spread_s,))
         due = conn.execute("SELECT min(send_at), count(*) FROM notification_logs WHERE status = 'queued'").fetchone()
-        assert due is not None and due[1] == args.previews, due
+        assert due is not None and (args.spread_s or due[1] == args.previews), due
         wait = (due[0].timestamp() - time.time())
         time.sleep(max(0.0, wait - 1))
         cpu0 = {"dispatchers": sum(cpu_seconds(p.pid) for p in procs), "postgres": postgres_cpu(postmaster),
@@ -152,12 +157,22 @@ def main() -> None:
         if args.profile:
             time.sleep(4)
             spy = profile(procs[0].pid, 15)
-        deadline = time.monotonic() + 1800
+        xact0 = conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = 'bench'").fetchone()[0]  # type: ignore[index]
+        t_start = time.monotonic()
+        deadline = time.monotonic() + 1800 + args.spread_s
+        next_plan = time.monotonic() + 30
         while time.monotonic() < deadline:
+            if time.monotonic() >= next_plan:  # what the pg_cron job does every minute
+                conn.execute("SELECT precall.plan_due_previews()")
+                next_plan += 30
             left = conn.execute("SELECT count(*) FROM notification_logs WHERE status IN ('queued', 'sending')").fetchone()
-            if left and left[0] == 0:
+            unplanned = conn.execute("SELECT count(*) FROM scheduled_calls c WHERE NOT EXISTS"
+                                     " (SELECT 1 FROM notification_logs n WHERE n.call_id = c.id)").fetchone()
+            if left and left[0] == 0 and unplanned and unplanned[0] == 0:
                 break
             time.sleep(0.5)
+        xact1 = conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = 'bench'").fetchone()[0]  # type: ignore[index]
+        run_s = time.monotonic() - t_start
         cpu1 = {"dispatchers": sum(cpu_seconds(p.pid) for p in procs), "postgres": postgres_cpu(postmaster),
                 "fakes_and_bench": resource.getrusage(resource.RUSAGE_SELF).ru_utime
                 + resource.getrusage(resource.RUSAGE_SELF).ru_stime}
@@ -170,6 +185,19 @@ def main() -> None:
         assert row is not None
         sent, other, span, lateness, sms_sent = row
         per_id = collections.Counter(r.message["data"]["notification_id"] for r in fcm.state.accepted())
+        ms = sorted(float(r[0]) for r in conn.execute(
+            "SELECT extract(epoch FROM attempted_at - send_at) * 1000 FROM notification_logs WHERE status = 'sent'"))
+        send_at = {str(r[0]): float(r[1]) for r in conn.execute(
+            "SELECT id, extract(epoch FROM send_at) FROM notification_logs WHERE channel = 'push'")}
+        at_fake = sorted((r.at - send_at[r.message["data"]["notification_id"]]) * 1000 for r in fcm.state.accepted())
+
+        def pcts(values: list[float]) -> dict[str, float]:
+            return {f"p{p}": round(values[min(len(values) - 1, int(len(values) * p / 100))], 1) for p in (50, 95, 99)} \
+                | {"max": round(values[-1], 1)} if values else {}
+
+        result["lateness_ms_attempted_minus_send_at"] = pcts(ms)
+        result["lateness_ms_at_fake_fcm"] = pcts(at_fake)
+        result["db_transactions_per_s"] = round((xact1 - xact0) / run_s, 1)
         result.update({
             "sent": sent, "not_sent": other, "sms_sent": sms_sent, "drain_s": round(float(span), 2),
             "previews_per_s": round(sent / float(span), 1),

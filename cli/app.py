@@ -9,7 +9,7 @@ import psycopg
 import typer
 
 from precall.cli import (
-    api_command, calls_commands, db_commands, demo_commands, dispatcher_command, doctor_command, history_command,
+    api_command, calls_commands, capacity_command, db_commands, demo_commands, dispatcher_command, doctor_command, history_command,
     render_commands, send_command, stats_command,
 )
 from precall.dispatcher.errors import PrecallError
@@ -30,6 +30,7 @@ app.add_typer(calls_commands.app, name="calls")
 app.command("history")(history_command.history_cmd)
 app.command("stats")(stats_command.stats_cmd)
 app.command("doctor")(doctor_command.doctor_cmd)
+app.command("capacity")(capacity_command.capacity_cmd)
 
 
 def fail(message: str) -> NoReturn:

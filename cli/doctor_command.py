@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import typer
 
+from precall.cli import capacity_command
 from precall.cli.output import to_json
 from precall.dispatcher import cron, migrate
 from precall.dispatcher.config import Config, database_url
@@ -85,6 +86,16 @@ def _queue(conn: psycopg.Connection) -> list[Finding]:
         " count(*) FILTER (WHERE status = 'sending' AND lease_expires_at < now())"
         " FROM notification_logs WHERE status IN ('queued', 'sending')", {"after": OVERDUE_AFTER}).fetchone() or (0, 0, None, 0)
     out = [Finding("queue", "ok", f"{queued} preview(s) queued")]
+    for channel in ("push", "sms"):
+        configured = capacity_command.total_rate(conn, channel)
+        if configured is None:
+            continue
+        rate, how = configured
+        risk = conn.execute("SELECT count(*), max(late_by) FROM precall.previews_at_risk(%s::numeric, %s)",
+                            (rate, channel)).fetchone()
+        if risk and risk[0]:
+            out.append(Finding("capacity", "fail", f"{risk[0]} {channel} preview(s) would miss their call's cut-off "
+                               f"at {how} (up to {risk[1]} late): precall capacity --channel {channel}"))
     if overdue:
         out.append(Finding("queue", "fail", f"{overdue} preview(s) overdue, the oldest by {oldest:.0f}s: "
                            "is a dispatcher running?"))

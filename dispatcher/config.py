@@ -89,6 +89,8 @@ class Config:
     call_webhook_url: str | None = None
     webhook_secret: str | None = None
     worker_name: str | None = None
+    fcm_rate_per_s: float | None = None
+    twilio_rate_per_s: float | None = None
     metrics_port: int | None = None
     metrics_addr: str = "127.0.0.1"
     sms_prices: dict[str, tuple[Decimal, str]] = field(default_factory=lambda: dict(DEFAULT_SMS_PRICES))
@@ -119,6 +121,8 @@ class Config:
             call_webhook_url=env.get("PRECALL_CALL_WEBHOOK_URL") or None,
             webhook_secret=env.get("PRECALL_WEBHOOK_SECRET") or None,
             worker_name=env.get("PRECALL_WORKER_NAME") or None,
+            fcm_rate_per_s=_number(env, "PRECALL_FCM_RATE_PER_S", 0, 0, 100_000) or None,
+            twilio_rate_per_s=_number(env, "PRECALL_TWILIO_RATE_PER_S", 0, 0, 10_000) or None,
             metrics_port=int(_number(env, "PRECALL_METRICS_PORT", 0, 0, 65535)) or None,
             metrics_addr=env.get("PRECALL_METRICS_ADDR") or "127.0.0.1",
             sms_prices=_prices(env.get("PRECALL_SMS_PRICES")),

@@ -17,6 +17,7 @@ from precall.dispatcher.channel import Path, Reachability, select_notification_p
 from precall.dispatcher.config import Config
 from precall.dispatcher.messages import MessageInput, minutes_left
 from precall.dispatcher.metrics import Metrics
+from precall.dispatcher.pacing import Pacer
 from precall.dispatcher.providers.base import (
     DeadToken, ProviderError, PushRequest, PushSender, SmsOptedOut, SmsRequest, SmsSender, Transient,
 )
@@ -70,6 +71,8 @@ class PreviewSender:
     def __init__(self, pool: Database, push: PushSender, sms: SmsSender, renderer: Renderer,
                  config: Config, worker: str, metrics: Metrics | None = None) -> None:
         self._metrics = metrics or Metrics()
+        self._push_pacer = Pacer(config.fcm_rate_per_s)
+        self._sms_pacer = Pacer(config.twilio_rate_per_s)
         self._pool = pool
         self._push = push
         self._sms = sms
@@ -170,6 +173,7 @@ class PreviewSender:
             deadline=row.scheduled_at, collapse_id=str(row.call_id),
         )
         common: dict[str, Any] = {"type_": "preview_push", "channel": "push", "title": title, "body": body}
+        await self._push_pacer.wait()  # a configured FCM rate limit: the wait counts as lateness
         attempted_at = utcnow()
         self._metrics.lateness.observe(max(0.0, (attempted_at - row.send_at).total_seconds()))
         # Retries stop at the call, or for Path C when its SMS would have gone out anyway.
@@ -177,9 +181,13 @@ class PreviewSender:
         if with_fallback and row.reach.phone:
             give_up_at = min(give_up_at, attempted_at + timedelta(seconds=self._config.fallback_wait_s))
         backoff = 0.5
+        first = True
         while True:
-            remaining = (give_up_at - utcnow()).total_seconds()
             try:
+                if not first:
+                    await self._push_pacer.wait()
+                first = False
+                remaining = (give_up_at - utcnow()).total_seconds()
                 with self._metrics.timed("fcm"):
                     accepted = await self._push.send(request, timeout=max(0.1, min(self._config.fcm_timeout_s, remaining)))
             except DeadToken as exc:
@@ -240,6 +248,7 @@ class PreviewSender:
         if not valid_phone(phone):
             await self._unsent(nid, "failed", f"bad_phone: {phone!r} is not E.164", type_=type_, channel="sms")
             return
+        await self._sms_pacer.wait()  # a configured Twilio rate limit: the text says the minutes left after it
         remaining = (row.scheduled_at - utcnow()).total_seconds()
         if remaining < MIN_SMS_SECONDS:
             await self._unsent(nid, "skipped", f"too_late_for_sms: {remaining:.1f}s before the call",

@@ -1,0 +1,71 @@
+"""`precall capacity`: would the planned previews leave in time under a provider rate limit?"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import psycopg
+import typer
+from psycopg.rows import dict_row
+
+from precall.cli.output import JSON_HELP, emit, to_json
+from precall.dispatcher.config import database_url
+from precall.dispatcher.errors import PrecallError
+
+ENV_RATE = {"push": "PRECALL_FCM_RATE_PER_S", "sms": "PRECALL_TWILIO_RATE_PER_S"}
+ALIVE_SQL = ("SELECT count(*) FROM precall.dispatchers"
+             " WHERE stopped_at IS NULL AND heartbeat_at > now() - interval '45 seconds'")
+
+
+def total_rate(conn: psycopg.Connection, channel: str) -> tuple[float, str] | None:
+    """The configured per-process rate times the live dispatchers, and how it was worked out."""
+    raw = os.environ.get(ENV_RATE[channel])
+    if not raw:
+        return None
+    try:
+        per_process = float(raw)
+    except ValueError:
+        raise PrecallError(f"{ENV_RATE[channel]}={raw!r} is not a number") from None
+    row = conn.execute(ALIVE_SQL).fetchone()
+    alive = max(1, int(row[0]) if row else 1)
+    return per_process * alive, f"{ENV_RATE[channel]}={raw} x {alive} live dispatcher(s)"
+
+
+def capacity_cmd(
+    rate: Optional[float] = typer.Option(None, min=0.001, help="Sends per second, all dispatchers together "
+                                         "(default: the configured per-process rate x live dispatchers)."),
+    channel: str = typer.Option("push", help="push or sms."),
+    limit: int = typer.Option(20, min=1, help="At-risk previews to list."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Project the planned previews through a rate limit and list those that would miss their call.
+
+    Exits 1 when any would. Planning looks 2 minutes ahead, so this sees the next two minutes.
+
+    Example: precall capacity --rate 500 --channel push
+    """
+    if channel not in ENV_RATE:
+        raise PrecallError("--channel must be push or sms")
+    with psycopg.connect(database_url(), autocommit=True) as conn:
+        how = f"--rate {rate:g}" if rate is not None else ""
+        if rate is None:
+            configured = total_rate(conn, channel)
+            if configured is None:
+                raise PrecallError(f"give --rate, or set {ENV_RATE[channel]} (per dispatcher process)")
+            rate, how = configured
+        queued = conn.execute("SELECT count(*), min(send_at), max(send_at) FROM notification_logs"
+                              " WHERE status = 'queued' AND channel = %s", (channel,)).fetchone()
+        risk = conn.cursor(row_factory=dict_row).execute(
+            "SELECT * FROM precall.previews_at_risk(%s::numeric, %s)", (rate, channel)).fetchall()
+    summary = {"channel": channel, "rate_per_s": rate, "rate_from": how, "queued": queued[0] if queued else 0,
+               "at_risk": len(risk), "at_risk_previews": risk[:limit]}
+    if as_json:
+        print(to_json(summary))
+    else:
+        typer.echo(f"{summary['queued']} {channel} preview(s) queued; at {rate:g}/s ({how}) "
+                   f"{len(risk)} would leave after their call's cut-off")
+        if risk:
+            emit(risk[:limit], ["call_id", "send_at", "projected_at", "scheduled_at", "late_by", "id"], False)
+    if risk:
+        raise typer.Exit(1)

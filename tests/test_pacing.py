@@ -1,0 +1,44 @@
+"""Provider rate limits: the dispatcher paces sends, and `precall capacity` says who would be late."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import wait_until
+
+
+def test_dispatcher_paces_fcm_sends_to_the_configured_rate(db, make, conn, fake_fcm, start_dispatcher) -> None:
+    start_dispatcher(PRECALL_FCM_RATE_PER_S="5")
+    users = [make.user(fcm_token=f"tok-{i}", push_enabled=True, notification_lead_min=1) for i in range(10)]
+    for uid in users:
+        make.call(uid, in_seconds=63)  # all ten due at the same second
+    wait_until(lambda: len(fake_fcm.state.accepted()) == 10, timeout=20)
+    times = sorted(r.at for r in fake_fcm.state.accepted())
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert min(gaps) >= 0.17, gaps  # 5/s: 200 ms apart, in one process
+    assert times[-1] - times[0] >= 1.75
+    lateness = conn.execute("SELECT max(extract(epoch FROM attempted_at - send_at)) FROM notification_logs").fetchone()
+    assert lateness is not None and 1.7 <= lateness[0] < 3  # the wait is reported as lateness
+
+
+def test_capacity_lists_the_previews_a_rate_limit_would_make_miss_their_call(db, make, conn, dispatcher_env) -> None:
+    uid = make.user(fcm_token="t", push_enabled=True, notification_lead_min=1)
+    # 100 calls 70 s out, lead 1 min: 100 push previews due together in 10 s, and the cut-off
+    # (30 s before the call) leaves 30 s to send them all.
+    conn.execute("INSERT INTO scheduled_calls (user_id, scheduled_at, topic)"
+                 " SELECT %s, now() + interval '70 seconds', 'mood_check' FROM generate_series(1, 100)", (uid,))
+    assert conn.execute("SELECT count(*) FROM notification_logs WHERE status = 'queued'").fetchone() == (100,)
+    risk = conn.execute("SELECT count(*) FROM precall.previews_at_risk(2, 'push')").fetchone()
+    assert risk == (39,)  # the 61st onwards leave more than 30 s after their send_at at 2/s
+    assert conn.execute("SELECT count(*) FROM precall.previews_at_risk(10, 'push')").fetchone() == (0,)
+
+    out = subprocess.run([sys.executable, "-m", "precall.cli", "capacity", "--rate", "2"], env=dispatcher_env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "100 push preview(s) queued; at 2/s" in out.stdout and "39 would leave" in out.stdout
+    ok = subprocess.run([sys.executable, "-m", "precall.cli", "capacity"], env={**dispatcher_env, "PRECALL_FCM_RATE_PER_S": "10"},
+                        capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and "0 would leave" in ok.stdout and "PRECALL_FCM_RATE_PER_S=10 x 1" in ok.stdout
+    doctor = subprocess.run([sys.executable, "-m", "precall.cli", "doctor"], env={**dispatcher_env, "PRECALL_FCM_RATE_PER_S": "2"},
+                            capture_output=True, text=True, timeout=60)
+    assert "FAIL capacity: 39 push preview(s) would miss their call's cut-off" in doctor.stdout
