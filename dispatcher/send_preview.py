@@ -28,6 +28,8 @@ log = logging.getLogger("precall.dispatcher")
 
 # Below this, Twilio's ValidityPeriod would be meaningless and the SMS would land with the call.
 MIN_SMS_SECONDS = 5.0
+# Retries of a transient FCM error: the call is minutes away, so never wait long between tries.
+MAX_BACKOFF_S = 5.0
 
 
 def utcnow() -> datetime:
@@ -72,6 +74,7 @@ class PreviewSender:
                  config: Config, worker: str, metrics: Metrics | None = None) -> None:
         self._metrics = metrics or Metrics()
         self._push_pacer = Pacer(config.fcm_rate_per_s)
+        self.backing_off = 0  # tasks sleeping between retries (they do not count as in flight)
         self._sms_pacer = Pacer(config.twilio_rate_per_s)
         self._pool = pool
         self._push = push
@@ -204,8 +207,14 @@ class PreviewSender:
                     return
                 log.info("transient FCM error %s, retrying in %.1fs", exc.code, backoff, extra=row.ids())
                 await self._exec("renew_lease", {"id": row.id, "worker": self._worker})
-                await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
-                backoff = min(backoff * 2, 30)
+                # Backing off is not sending: the dispatcher claims other previews meanwhile
+                # (a provider outage must not stall the previews due after it).
+                self.backing_off += 1
+                try:
+                    await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+                finally:
+                    self.backing_off -= 1
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
                 continue
             except ProviderError as exc:
                 await self._unsent(row.id, "failed", f"fcm_rejected: {exc.code}", error_msg=exc.message,

@@ -34,6 +34,7 @@ log = logging.getLogger("precall.dispatcher")
 MIN_RECHECK_S = 0.05
 HEARTBEAT_EVERY_S = 15.0
 METRICS_REFRESH_S = 5.0  # the database-derived gauges; only while metrics are served
+MAX_TASKS_PER_SLOT = 8  # sending or backing off, per PRECALL_MAX_IN_FLIGHT slot
 
 
 def default_worker_name() -> str:
@@ -59,6 +60,7 @@ class Dispatcher:
         self._inflight: set[asyncio.Task[None]] = set()
         self._last_heartbeat = 0.0
         self._last_metrics = 0.0
+        self._sender: PreviewSender | None = None
         self.metrics = Metrics()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -71,6 +73,7 @@ class Dispatcher:
         calls = CallHandOff(pool, self.worker, self.config.call_webhook_url, self.config.webhook_secret)
         await calls.start()
         sender = PreviewSender(pool, self.push, self.sms, self.renderer, self.config, self.worker, self.metrics)
+        self._sender = sender
         if self.config.metrics_port:
             self.metrics.serve(self.config.metrics_port, self.config.metrics_addr)
             log.info("metrics on http://%s:%d/metrics", self.config.metrics_addr, self.config.metrics_port)
@@ -125,13 +128,20 @@ class Dispatcher:
         upcoming = [s for s in (preview_in, call_in) if s is not None]
         return claimed, (min(upcoming) if upcoming else None)
 
+    def _free_slots(self) -> int:
+        # Tasks backing off between retries hold no provider call: they leave their slot free,
+        # within a hard cap on tasks so a long outage cannot grow them without bound.
+        busy = len(self._inflight) - (self._sender.backing_off if self._sender else 0)
+        return min(self.config.max_in_flight - busy, MAX_TASKS_PER_SLOT * self.config.max_in_flight - len(self._inflight))
+
     async def _claim(self, pool: Database, query: str, row_type: type, handle: Callable[..., Coroutine[Any, Any, None]],
                      stop: asyncio.Event) -> int:
-        while len(self._inflight) >= self.config.max_in_flight and not stop.is_set():
-            await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
+        while self._free_slots() <= 0 and not stop.is_set():
+            # Short timeout: a task starting to back off frees a slot without finishing.
+            await asyncio.wait(self._inflight, timeout=0.05, return_when=asyncio.FIRST_COMPLETED)
         if stop.is_set():
             return 0
-        limit = min(self.config.claim_batch, self.config.max_in_flight - len(self._inflight))
+        limit = min(self.config.claim_batch, self._free_slots())
         async with pool.connection() as conn:
             cur: psycopg.AsyncCursor[Any] = conn.cursor(row_factory=class_row(row_type))
             await cur.execute(sql.query(query), {"worker": self.worker, "limit": limit})

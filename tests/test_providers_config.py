@@ -64,3 +64,36 @@ def test_systemd_unit_runs_the_daemon_directly() -> None:
     lines = {line.split("=", 1)[0]: line.split("=", 1)[1] for line in unit.splitlines() if "=" in line and not line.startswith("#")}
     assert lines["Type"] == "notify" and lines["NotifyAccess"] == "main" and lines["Restart"] == "on-failure"
     assert lines["ExecStart"].endswith("precall dispatcher") and "WatchdogSec" in lines and "EnvironmentFile" in lines
+
+
+def test_a_burst_of_fcm_503s_does_not_exhaust_the_connection_pool(fake_fcm, tmp_path) -> None:
+    """firebase-admin's own 503 retry leaks a pooled connection per retried answer: 150 sends
+    answered 503 used to leave the pool (100) exhausted, and every later send timed out."""
+    import asyncio
+    import json
+    from datetime import datetime, timedelta, timezone
+
+    from fakes.fake_fcm import service_account
+    from precall.dispatcher.providers.base import PushRequest, Transient
+    from precall.dispatcher.providers.fcm import FcmPushSender
+
+    creds = tmp_path / "sa.json"
+    creds.write_text(json.dumps(service_account(f"{fake_fcm.url}/token")))
+    deadline = datetime.now(timezone.utc) + timedelta(minutes=5)
+
+    async def run() -> list[object]:
+        sender = FcmPushSender(str(creds), fake_fcm.url, 5.0)
+        await sender.start()
+        fake_fcm.state.fault_status = 503
+        failed = await asyncio.gather(*(sender.send(PushRequest(f"tok-{i}", "t", "b", {}, deadline, "c"), timeout=5)
+                                        for i in range(150)), return_exceptions=True)
+        assert all(isinstance(f, Transient) and f.code == "UNAVAILABLE" for f in failed), failed[:3]
+        fake_fcm.state.fault_status = None
+        ok = await asyncio.gather(*(sender.send(PushRequest(f"ok-{i}", "t", "b", {}, deadline, "c"), timeout=2)
+                                    for i in range(20)), return_exceptions=True)
+        await sender.close()
+        return ok
+
+    ok = asyncio.run(run())
+    assert not [o for o in ok if isinstance(o, Exception)], ok[:3]
+    assert len(fake_fcm.state.sent) == 170  # one request per send: no hidden SDK retries either

@@ -10,7 +10,7 @@ import warnings
 from datetime import datetime, timezone
 
 import firebase_admin
-from firebase_admin import credentials, exceptions, messaging
+from firebase_admin import _retry, credentials, exceptions, messaging
 
 from precall.dispatcher.errors import ConfigError
 from precall.dispatcher.providers.base import Accepted, DeadToken, Permanent, PushRequest, Transient
@@ -98,6 +98,13 @@ class FcmPushSender:
         # firebase-admin has no public endpoint setting (only the Go SDK does); pinned to 7.7.0 and
         # tests/test_providers_config.py checks the override still takes.
         service._fcm_url = f"{self._base_url}/v1/projects/{self.project_id}/messages:send"  # noqa: SLF001
+        # firebase-admin 7.7.0 retries 500/503 inside its httpx transport without closing the
+        # failed response, so each retried answer keeps a pooled connection checked out; after
+        # 100 of them every send waits for a connection until it times out, for good (found by
+        # bench/chaos.py provider_faults). Our own retry is deadline-aware: the SDK's is switched
+        # off by retrying no status.
+        for transport in service._async_client._mounts.values():  # noqa: SLF001 - pinned SDK, tested
+            transport._retry = _retry.HttpxRetry(max_retries=0, status_forcelist=[])  # noqa: SLF001
         # Warm the OAuth token now: otherwise the first preview pays ~200 ms for it.
         try:
             await asyncio.to_thread(self._cred.get_access_token)
