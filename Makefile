@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PG_CRON_SO := $(wildcard /usr/lib/postgresql/*/lib/pg_cron.so)
 
-.PHONY: install system-deps test demo demo-down bench typecheck clean
+.PHONY: install system-deps test demo demo-down bench bench-planning bench-throughput bench-lateness bench-chaos typecheck clean
 
 install: system-deps $(STAMP)
 
@@ -41,6 +41,19 @@ demo-down:
 
 bench: install
 	$(BIN)/python bench/dispatch_latency.py
+
+bench-planning: install
+	$(BIN)/python bench/planning_cost.py
+
+bench-throughput: install
+	$(BIN)/python -m pip install -q py-spy
+	$(BIN)/python bench/throughput.py --previews 50000 --profile
+
+bench-lateness: install
+	$(BIN)/python bench/throughput.py --previews 10000 --spread-s 600
+
+bench-chaos: install
+	$(BIN)/python bench/chaos.py
 
 # mypy cannot see through setuptools' editable import hook: check a symlinked precall/ tree.
 typecheck: install

@@ -73,13 +73,27 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=1_000_000)
     ap.add_argument("--sizes", default="1000000,10000000")
     ap.add_argument("--due", default="1000,10000")
+    ap.add_argument("--shared-buffers", default=None, help="e.g. 2GB (PostgreSQL's default is 128MB)")
+    ap.add_argument("--auto-explain", action="store_true",
+                    help="log each planning statement's EXPLAIN ANALYZE (auto_explain) and print the slowest")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     dues = [int(d) for d in args.due.split(",")]
 
     cluster = localdb.throwaway()
-    results: dict[str, object] = {"users": args.users, "runs": []}
+    results: dict[str, object] = {"users": args.users, "runs": [], "shared_buffers": args.shared_buffers or "128MB"}
     try:
+        if args.shared_buffers:
+            with psycopg.connect(cluster.admin_dsn, autocommit=True) as c:
+                c.execute(f"ALTER SYSTEM SET shared_buffers = '{args.shared_buffers}'")
+            cluster.restart()
+        if args.auto_explain:
+            with psycopg.connect(cluster.admin_dsn, autocommit=True) as c:
+                for setting, value in (("session_preload_libraries", "auto_explain"),
+                                       ("auto_explain.log_min_duration", "50ms"), ("auto_explain.log_analyze", "on"),
+                                       ("auto_explain.log_buffers", "on"), ("auto_explain.log_nested_statements", "on")):
+                    c.execute(f"ALTER SYSTEM SET {setting} = '{value}'")
+                c.execute("SELECT pg_reload_conf()")
         with psycopg.connect(cluster.admin_dsn, autocommit=True) as c:
             c.execute("CREATE DATABASE bench")
         dsn = cluster.dsn("bench")
@@ -104,6 +118,9 @@ def main() -> None:
                 results["runs"].append(run)  # type: ignore[union-attr]
                 print(json.dumps(run["by_due"]), file=sys.stderr)
             conn.execute("ALTER TABLE scheduled_calls ENABLE TRIGGER _500_plan_previews")
+        if args.auto_explain:
+            log = (cluster.datadir / "server.log").read_text(errors="replace")
+            results["auto_explain_tail"] = log[-12000:]
     finally:
         cluster.destroy()
     text = json.dumps(results, indent=2, default=str)

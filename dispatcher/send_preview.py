@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import psycopg
 
 from precall import sql
 from precall.dispatcher.db import Database
@@ -30,6 +31,8 @@ log = logging.getLogger("precall.dispatcher")
 MIN_SMS_SECONDS = 5.0
 # Retries of a transient FCM error: the call is minutes away, so never wait long between tries.
 MAX_BACKOFF_S = 5.0
+# How long an outcome's write-back is retried while PostgreSQL is unreachable (well inside the lease).
+WRITE_BACK_RETRY_S = 30.0
 
 
 def utcnow() -> datetime:
@@ -90,11 +93,27 @@ class PreviewSender:
             cur = await conn.execute(sql.query(name), params)
             return await cur.fetchall() if cur.description else []
 
+    async def _record(self, name: str, params: dict[str, Any]) -> None:
+        """Writes an outcome back, retrying while the database is away (a restart): the provider
+        has already answered, so giving up here would misreport it or, after the lease, send again."""
+        delay, waited = 0.2, 0.0
+        while True:
+            try:
+                await self._exec(name, params)
+                return
+            except psycopg.OperationalError as exc:
+                if waited >= WRITE_BACK_RETRY_S:
+                    raise
+                log.warning("write-back failed (%s); retrying in %.1fs", str(exc).strip()[:120], delay)
+                await asyncio.sleep(delay)
+                waited += delay
+                delay = min(delay * 2, 5.0)
+
     async def _unsent(self, nid: uuid.UUID, status: str, reason: str, *, type_: str | None = None,
                       channel: str | None = None, title: str | None = None, body: str | None = None,
                       error_msg: str | None = None, attempted_at: datetime | None = None) -> None:
         self._metrics.sends.labels(channel or "none", type_ or "unknown", status).inc()
-        await self._exec("record_unsent", {
+        await self._record("record_unsent", {
             "id": nid, "worker": self._worker, "status": status, "type": type_, "channel": channel,
             "title": title, "body": body, "reason": reason, "error_msg": error_msg, "attempted_at": attempted_at,
         })
@@ -106,7 +125,7 @@ class PreviewSender:
         self._metrics.sends.labels(channel, type_, "sent").inc()
         if type_ == "fallback_sms":
             self._metrics.fallbacks_fired.inc()
-        await self._exec("record_sent", {
+        await self._record("record_sent", {
             "id": nid, "worker": self._worker, "type": type_, "channel": channel, "title": title, "body": body,
             "provider_id": provider_id, "reason": reason, "attempted_at": attempted_at, "sent_at": utcnow(),
             "sms_encoding": sms_encoding, "sms_segments": sms_segments,

@@ -19,7 +19,8 @@ def test_planning_scan_uses_the_partial_index_on_100k_calls(conn: psycopg.Connec
     )
     assert conn.execute("SELECT count(*) FROM scheduled_calls").fetchone() == (100000,)
     conn.execute("ANALYZE")
-    plan = conn.execute("EXPLAIN (FORMAT JSON) SELECT * FROM precall.calls_in_window(now())").fetchone()
+    # As plan_calls runs it: the settings' lookahead and the largest lead in use, as values.
+    plan = conn.execute("EXPLAIN (FORMAT JSON) SELECT * FROM precall.calls_in_window(now(), interval '2 minutes', 60)").fetchone()
     assert plan is not None
     text = json.dumps(plan[0])
     assert '"Index Name": "scheduled_calls_pending_due_idx"' in text, text
@@ -37,8 +38,9 @@ def _nodes(plan: dict) -> list[dict]:
 
 
 def test_planning_reads_only_the_calls_that_can_be_due(conn: psycopg.Connection) -> None:
-    """The index range is bounded on both sides: rows read ≈ pending calls in the next ~62 min,
-    not every pending call after now (0002's version read all of them as the table grew)."""
+    """The index range is bounded on both sides and sized to the leads in use: rows read ≈
+    pending calls in the next lookahead + 5 min, not every pending call after now (0002's version
+    read all of them as the table grew) nor the next 62 minutes (0002 assumed a 60-min lead)."""
     conn.execute("INSERT INTO users (notification_lead_min) SELECT 5 FROM generate_series(1, 1000)")
     conn.execute(
         "INSERT INTO scheduled_calls (user_id, scheduled_at, topic)"
@@ -49,13 +51,13 @@ def test_planning_reads_only_the_calls_that_can_be_due(conn: psycopg.Connection)
     conn.execute("ANALYZE scheduled_calls")
     conn.execute("ANALYZE users")
     in_range = conn.execute("SELECT count(*) FROM scheduled_calls WHERE status = 'pending'"
-                            " AND scheduled_at <= now() + interval '62 minutes'").fetchone()
-    plan = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) SELECT * FROM precall.calls_in_window(now())").fetchone()
+                            " AND scheduled_at <= now() + interval '7 minutes'").fetchone()
+    plan = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) SELECT * FROM precall.calls_in_window(now(), interval '2 minutes', 5)").fetchone()
     assert plan is not None and in_range is not None
     scans = [n for n in _nodes(plan[0][0]["Plan"]) if n.get("Relation Name") == "scheduled_calls"]
     assert scans and all(n["Node Type"] != "Seq Scan" for n in scans), scans
     read = sum(n["Actual Rows"] * n.get("Actual Loops", 1) for n in scans)
-    assert read <= in_range[0] + 5, (read, in_range[0])  # ~124 of 20,000 pending calls
+    assert read <= in_range[0] + 5, (read, in_range[0])  # ~14 of 20,000 pending calls
     # 0002's version joined the settings table: the planner multiplied its ~840-row guess into a
     # cost in the millions, and PostgreSQL spent ~300 ms compiling it with JIT on every run.
     assert plan[0][0]["Plan"]["Total Cost"] < 10_000, plan[0][0]["Plan"]["Total Cost"]

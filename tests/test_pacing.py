@@ -1,4 +1,4 @@
-"""Provider rate limits: the dispatcher paces sends, and `precall capacity` says who would be late."""
+"""Provider limits and outages: pacing, `precall capacity`, and retries that do not block other previews."""
 
 from __future__ import annotations
 
@@ -42,3 +42,18 @@ def test_capacity_lists_the_previews_a_rate_limit_would_make_miss_their_call(db,
     doctor = subprocess.run([sys.executable, "-m", "precall.cli", "doctor"], env={**dispatcher_env, "PRECALL_FCM_RATE_PER_S": "2"},
                             capture_output=True, text=True, timeout=60)
     assert "FAIL capacity: 39 push preview(s) would miss their call's cut-off" in doctor.stdout
+
+
+def test_previews_retrying_an_fcm_outage_do_not_hold_up_the_ones_due_after(db, make, conn, fake_fcm, start_dispatcher) -> None:
+    """Two sends in flight at most; two previews whose token FCM keeps answering 503 retry with
+    backoff for minutes. A preview due 5 s later still leaves on time: backing off frees the slot."""
+    start_dispatcher(PRECALL_MAX_IN_FLIGHT="2")
+    for i in range(2):
+        make.call(make.user(fcm_token=f"unavailable-{i}", push_enabled=True, notification_lead_min=1), in_seconds=61)
+    ok = make.call(make.user(fcm_token="tok-ok", push_enabled=True, notification_lead_min=1), in_seconds=66)
+    wait_until(lambda: any(r.message["token"] == "tok-ok" for r in fake_fcm.state.accepted()), timeout=20)
+    late = conn.execute("SELECT extract(epoch FROM attempted_at - send_at) FROM notification_logs WHERE call_id = %s",
+                        (ok,)).fetchone()
+    assert late is not None and late[0] < 0.5, late
+    retried = [r for r in fake_fcm.state.sent if r.message["token"].startswith("unavailable-")]
+    assert len(retried) >= 4  # both still retrying meanwhile

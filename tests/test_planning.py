@@ -189,3 +189,17 @@ def test_one_notify_per_planning_run_not_per_row(db, conn, make) -> None:
     import json
     payload = json.loads(notes[0].payload)
     assert payload["v"] == 1 and payload["type"] == "previews_planned" and payload["count"] == 3
+
+
+def test_planning_sees_the_largest_lead_in_use(conn, make) -> None:
+    """The window reaches as far as the longest lead any user has: a 45-minute lead is planned."""
+    short = make.user(fcm_token="a", push_enabled=True, notification_lead_min=5)
+    far = make.user(fcm_token="b", push_enabled=True, notification_lead_min=45)
+    conn.execute("ALTER TABLE scheduled_calls DISABLE TRIGGER _500_plan_previews")
+    c_short = make.call(short, in_seconds=6 * 60)
+    c_far = make.call(far, in_seconds=46 * 60)
+    c_not_yet = make.call(short, in_seconds=46 * 60)
+    conn.execute("ALTER TABLE scheduled_calls ENABLE TRIGGER _500_plan_previews")
+    conn.execute("SELECT precall.plan_due_previews()")
+    planned = {r[0] for r in conn.execute("SELECT call_id::text FROM notification_logs WHERE status = 'queued'")}
+    assert planned == {c_short, c_far} and c_not_yet not in planned
