@@ -64,7 +64,8 @@ def time_planning(conn: psycopg.Connection, due: int) -> dict[str, object]:
 
 
 def explain(conn: psycopg.Connection) -> list[str]:
-    rows = conn.execute(f"EXPLAIN SELECT * FROM precall.calls_in_window({WINDOW_AT})").fetchall()
+    # As plan_calls runs it: the lookahead and the largest lead in use passed as values.
+    rows = conn.execute(f"EXPLAIN SELECT * FROM precall.calls_in_window({WINDOW_AT}, interval '2 minutes', 5)").fetchall()
     return [r[0] for r in rows]
 
 
