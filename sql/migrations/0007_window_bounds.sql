@@ -3,8 +3,8 @@
 -- 0002 joined precall.settings to read the lookahead, so the upper bound on scheduled_at was a
 -- join filter: the index scan read every pending call after now, and the never-analyzed one-row
 -- settings table (guessed at ~840 rows) priced the query into a 300 ms JIT compile per run.
--- Here the bounds are values: plan_calls passes its settings and the largest lead in use, and
--- runs with custom plans, so the planner sees how few calls the range holds (at 10M calls a
+-- Here the bounds are values: plan_calls passes its settings and the largest lead in use through
+-- EXECUTE, so the planner sees how few calls the range holds (at 10M calls a
 -- 62-minute range made it hash-join a sequential scan of all users; bench/planning_cost.py).
 
 -- The largest lead in use, read from this index instead of assumed to be the 60-minute maximum.
@@ -48,7 +48,10 @@ BEGIN
     SELECT * INTO v_settings FROM precall.settings;
     IF p_call_ids IS NULL THEN
         v_max_lead := coalesce((SELECT max(u.notification_lead_min) FROM users u), 0);
-        v_ids := ARRAY(SELECT w.call_id FROM precall.calls_in_window(p_now, v_settings.lookahead, v_max_lead) w);
+        -- EXECUTE plans with the values themselves, so the planner sees how few calls the range
+        -- holds; a cached generic plan would guess (and at 10M calls hash-join every user).
+        EXECUTE 'SELECT ARRAY(SELECT w.call_id FROM precall.calls_in_window($1, $2, $3) w)'
+            INTO v_ids USING p_now, v_settings.lookahead, v_max_lead;
     ELSE
         -- New or changed calls (the triggers): look at those rows only, not the whole window.
         v_ids := ARRAY(
@@ -106,9 +109,9 @@ BEGIN
 END
 $$;
 
--- These are short OLTP statements: a misestimate must never buy a JIT compile (300 ms measured),
--- and planning must see its bounds as values every run, not a generic plan's guesses.
+-- These are short OLTP statements: a misestimate must never buy a JIT compile (300 ms measured).
+-- (Not force_custom_plan: re-planning the statements that take the 10k-element id array cost
+-- more than it saved, 450 -> 1,085 ms at 1M calls.)
 ALTER FUNCTION precall.plan_calls(uuid[], timestamptz) SET jit = off;
-ALTER FUNCTION precall.plan_calls(uuid[], timestamptz) SET plan_cache_mode = force_custom_plan;
 ALTER FUNCTION precall.claim_due_previews(text, integer) SET jit = off;
 ALTER FUNCTION precall.claim_due_calls(text, integer) SET jit = off;
