@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import random
 import signal
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,12 +25,10 @@ from pathlib import Path
 
 import psycopg
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
-
-from fakes.fake_fcm import FakeFcmServer, service_account  # noqa: E402
-from fakes.fake_twilio import FakeTwilioServer  # noqa: E402
-from precall.cli import localdb  # noqa: E402
-from precall.dispatcher import migrate  # noqa: E402
+import harness  # bench/harness.py; it also puts tests/ on sys.path for the fakes
+from fakes.fake_fcm import FakeFcmServer
+from fakes.fake_twilio import FakeTwilioServer
+from precall.cli import localdb
 
 
 @dataclass
@@ -70,16 +65,8 @@ class Run:
 
 def setup(cluster: localdb.LocalCluster, fcm: FakeFcmServer, twilio: FakeTwilioServer, name: str,
           previews: int, spread_s: float, lease_s: int) -> Run:
-    with psycopg.connect(cluster.admin_dsn, autocommit=True) as c:
-        c.execute(f'CREATE DATABASE "{name}"')
-    dsn = cluster.dsn(name)
-    migrate.migrate(dsn)
-    creds = Path(tempfile.mkdtemp()) / "sa.json"
-    creds.write_text(json.dumps(service_account(f"{fcm.url}/token")))
-    env = {**os.environ, "DATABASE_URL": dsn, "GOOGLE_APPLICATION_CREDENTIALS": str(creds),
-           "PRECALL_FCM_BASE_URL": fcm.url, "TWILIO_ACCOUNT_SID": "AC" + "0" * 32, "TWILIO_AUTH_TOKEN": "x",
-           "PRECALL_TWILIO_FROM": "+15005550006", "PRECALL_TWILIO_BASE_URL": twilio.url,
-           "PRECALL_POLL_INTERVAL_S": "2"}
+    dsn = harness.migrated_database(cluster, name)
+    env = harness.dispatcher_env(dsn, fcm, twilio, PRECALL_POLL_INTERVAL_S="2")
     with psycopg.connect(dsn, autocommit=True) as conn:
         # A short lease so a killed dispatcher's rows are taken over well before their calls.
         conn.execute("UPDATE precall.settings SET lease = make_interval(secs => %s)", (lease_s,))

@@ -12,23 +12,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import psycopg
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
-
-from fakes.fake_fcm import FakeFcmServer, service_account  # noqa: E402
-from fakes.fake_twilio import FakeTwilioServer  # noqa: E402
-from precall.cli import localdb  # noqa: E402
-from precall.dispatcher import migrate  # noqa: E402
+import harness  # bench/harness.py; it also puts tests/ on sys.path for the fakes
+from fakes.fake_fcm import FakeFcmServer
+from fakes.fake_twilio import FakeTwilioServer
+from precall.cli import localdb
 
 
 def pct(values: list[float], p: float) -> float:
@@ -69,15 +65,8 @@ def main() -> None:
     fcm, twilio = FakeFcmServer().start(), FakeTwilioServer().start()
     results: dict[str, object] = {}
     try:
-        with psycopg.connect(cluster.admin_dsn, autocommit=True) as c:
-            c.execute("CREATE DATABASE bench")
-        dsn = cluster.dsn("bench")
-        migrate.migrate(dsn)
-        creds = Path(tempfile.mkdtemp()) / "sa.json"
-        creds.write_text(json.dumps(service_account(f"{fcm.url}/token")))
-        env = {**os.environ, "DATABASE_URL": dsn, "GOOGLE_APPLICATION_CREDENTIALS": str(creds),
-               "PRECALL_FCM_BASE_URL": fcm.url, "TWILIO_ACCOUNT_SID": "AC" + "0" * 32, "TWILIO_AUTH_TOKEN": "x",
-               "PRECALL_TWILIO_FROM": "+15005550006", "PRECALL_TWILIO_BASE_URL": twilio.url}
+        dsn = harness.migrated_database(cluster, "bench")
+        env = harness.dispatcher_env(dsn, fcm, twilio)
         conn = psycopg.connect(dsn, autocommit=True)
 
         # 1. Lateness: previews spread over ~20 s, 10% SMS.

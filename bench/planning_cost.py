@@ -21,8 +21,8 @@ from pathlib import Path
 
 import psycopg
 
+import harness  # bench/harness.py
 from precall.cli import localdb
-from precall.dispatcher import migrate
 
 WINDOW_AT = "date_trunc('minute', now()) + interval '10 days'"  # inside the data: ~14k calls per 62 min at 10M
 
@@ -95,10 +95,7 @@ def main() -> None:
                                        ("auto_explain.log_buffers", "on"), ("auto_explain.log_nested_statements", "on")):
                     c.execute(f"ALTER SYSTEM SET {setting} = '{value}'")
                 c.execute("SELECT pg_reload_conf()")
-        with psycopg.connect(cluster.admin_dsn, autocommit=True) as c:
-            c.execute("CREATE DATABASE bench")
-        dsn = cluster.dsn("bench")
-        migrate.migrate(dsn)
+        dsn = harness.migrated_database(cluster, "bench")
         with psycopg.connect(dsn, autocommit=True) as conn:
             # Bulk loads bypass the insert trigger (it would plan the few calls in today's window).
             conn.execute("ALTER TABLE scheduled_calls DISABLE TRIGGER _500_plan_previews")

@@ -28,12 +28,10 @@ from pathlib import Path
 
 import psycopg
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
-
-from fakes.fake_fcm import FakeFcmServer, service_account  # noqa: E402
-from fakes.fake_twilio import FakeTwilioServer  # noqa: E402
-from precall.cli import localdb  # noqa: E402
-from precall.dispatcher import migrate  # noqa: E402
+import harness  # bench/harness.py; it also puts tests/ on sys.path for the fakes
+from fakes.fake_fcm import FakeFcmServer
+from fakes.fake_twilio import FakeTwilioServer
+from precall.cli import localdb
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -114,18 +112,12 @@ def main() -> None:
                                  "fcm_latency_s": args.fcm_latency, "twilio_latency_s": args.twilio_latency}
     procs: list[subprocess.Popen[bytes]] = []
     try:
+        dsn = harness.migrated_database(cluster, "bench")
         with psycopg.connect(cluster.admin_dsn, autocommit=True) as c:
-            c.execute("CREATE DATABASE bench")
             postmaster = int(c.execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'")
                              .fetchone()[0])  # type: ignore[index]
         postmaster = int(Path(f"/proc/{postmaster}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        dsn = cluster.dsn("bench")
-        migrate.migrate(dsn)
-        creds = Path(tempfile.mkdtemp()) / "sa.json"
-        creds.write_text(json.dumps(service_account(f"{fcm.url}/token")))
-        env = {**os.environ, "DATABASE_URL": dsn, "GOOGLE_APPLICATION_CREDENTIALS": str(creds),
-               "PRECALL_FCM_BASE_URL": fcm.url, "TWILIO_ACCOUNT_SID": "AC" + "0" * 32, "TWILIO_AUTH_TOKEN": "x",
-               "PRECALL_TWILIO_FROM": "+15005550006", "PRECALL_TWILIO_BASE_URL": twilio.url}
+        env = harness.dispatcher_env(dsn, fcm, twilio)
         if args.in_flight:
             env["PRECALL_MAX_IN_FLIGHT"] = str(args.in_flight)
         conn = psycopg.connect(dsn, autocommit=True)

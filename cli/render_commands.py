@@ -4,7 +4,6 @@ template fits."""
 from __future__ import annotations
 
 import logging
-import os
 from typing import Optional
 
 import psycopg
@@ -56,7 +55,7 @@ def render_cmd(
     """
     if channel not in (None, "push", "sms"):
         raise PrecallError(f"--channel must be push or sms, not {channel!r}")
-    renderer = Renderer(french_typography=os.environ.get("PRECALL_FR_TYPOGRAPHY") == "1")
+    renderer = Renderer.from_env()
     if user or call:
         if not (user and call):
             raise PrecallError("--user and --call go together")

@@ -47,11 +47,11 @@ def _dry_run(call_id: object, channel: Optional[str], as_json: bool) -> None:
     path = select_notification_path(reach)
     chosen = channel or ({Path.SMS: "sms"}.get(path, "push") if path else None)
     seconds = (inp["scheduled_at"] - datetime.now(timezone.utc)).total_seconds()
-    rendered = Renderer(french_typography=os.environ.get("PRECALL_FR_TYPOGRAPHY") == "1").render(
+    rendered = Renderer.from_env().render(
         MessageInput(inp["coach_name"], inp["current_streak"] or 0, inp["topic"], inp["locale"], minutes_left(max(seconds, 60))))
     plan = {
         "call_id": call_id, "call_status": inp["call_status"], "scheduled_at": inp["scheduled_at"],
-        "path": PATH_NAMES.get(path, "none: no usable token or phone") if path else "none: no usable token or phone",
+        "path": PATH_NAMES[path] if path else "none: no usable token or phone",
         "channel": chosen, "title": rendered.push.title, "body": rendered.push.body,
         "sms": rendered.sms.text, "sms_encoding": rendered.sms.encoding, "sms_segments": rendered.sms.segments,
         "already_sent": {"at": sent[0], "channel": sent[1], "type": sent[2]} if sent else None,
@@ -78,8 +78,7 @@ async def _send(config: Config, call_id: object, channel: Optional[str], force: 
                               (call_id, worker, force, {"push": "preview_push", "sms": "preview_sms"}.get(channel or "")))
             row = await cur.fetchone()
         assert row is not None
-        sender = PreviewSender(pool, push, sms, Renderer(french_typography=os.environ.get("PRECALL_FR_TYPOGRAPHY") == "1"),
-                               config, worker)
+        sender = PreviewSender(pool, push, sms, Renderer.from_env(), config, worker)
         await sender.process(row, channel)
         async with pool.connection() as conn:
             cur2 = conn.cursor(row_factory=dict_row)

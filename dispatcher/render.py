@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from precall.dispatcher.catalog import Catalog
@@ -20,6 +21,11 @@ class Renderer:
     def __init__(self, catalog: Catalog | None = None, french_typography: bool = False) -> None:
         self.catalog = catalog or Catalog()
         self.french_typography = french_typography
+
+    @classmethod
+    def from_env(cls) -> Renderer:
+        """PRECALL_FR_TYPOGRAPHY=1: narrow no-break spaces in French push text."""
+        return cls(french_typography=os.environ.get("PRECALL_FR_TYPOGRAPHY") == "1")
 
     def render(self, inp: MessageInput) -> RenderedPreview:
         r = resolve(self.catalog, inp)

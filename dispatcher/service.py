@@ -51,7 +51,7 @@ class Dispatcher:
         # Built here so a missing credential fails before anything starts.
         self.push = push or factory.push_sender(config)
         self.sms = sms or factory.sms_sender(config)
-        self.renderer = renderer or Renderer(french_typography=os.environ.get("PRECALL_FR_TYPOGRAPHY") == "1")
+        self.renderer = renderer or Renderer.from_env()
         self.worker = config.worker_name or default_worker_name()
         self.shutdown_grace_s = shutdown_grace_s
         self.notifier = notifier or SystemdNotifier()

@@ -6,7 +6,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
