@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from functools import cached_property
 
 from precall.dispatcher.catalog import Catalog
 from precall.dispatcher.messages import MessageInput, PushText, Resolved, push_text, resolve
 from precall.dispatcher.sms_text import SmsText, build_sms
 
 
-@dataclass(frozen=True)
 class RenderedPreview:
-    resolved: Resolved
-    push: PushText
-    sms: SmsText
+    """Each text is rendered when first asked for: a push never pays for the SMS variants."""
+
+    def __init__(self, resolved: Resolved, catalog: Catalog, french_typography: bool) -> None:
+        self.resolved = resolved
+        self._catalog = catalog
+        self._french_typography = french_typography
+
+    @cached_property
+    def push(self) -> PushText:
+        return push_text(self._catalog, self.resolved, self._french_typography)
+
+    @cached_property
+    def sms(self) -> SmsText:
+        return build_sms(self._catalog, self.resolved)
 
 
 class Renderer:
@@ -28,5 +38,4 @@ class Renderer:
         return cls(french_typography=os.environ.get("PRECALL_FR_TYPOGRAPHY") == "1")
 
     def render(self, inp: MessageInput) -> RenderedPreview:
-        r = resolve(self.catalog, inp)
-        return RenderedPreview(r, push_text(self.catalog, r, self.french_typography), build_sms(self.catalog, r))
+        return RenderedPreview(resolve(self.catalog, inp), self.catalog, self.french_typography)

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import psycopg
 
 from precall import sql
 from precall.dispatcher.db import Database
@@ -24,6 +23,7 @@ from precall.dispatcher.providers.base import (
 )
 from precall.dispatcher.render import RenderedPreview, Renderer
 from precall.dispatcher.sms_pricing import estimate
+from precall.dispatcher.write_back import SentWriter, with_retry
 
 log = logging.getLogger("precall.dispatcher")
 
@@ -31,8 +31,6 @@ log = logging.getLogger("precall.dispatcher")
 MIN_SMS_SECONDS = 5.0
 # Retries of a transient FCM error: the call is minutes away, so never wait long between tries.
 MAX_BACKOFF_S = 5.0
-# How long an outcome's write-back is retried while PostgreSQL is unreachable (well inside the lease).
-WRITE_BACK_RETRY_S = 30.0
 
 
 def utcnow() -> datetime:
@@ -80,6 +78,7 @@ class PreviewSender:
         self.backing_off = 0  # tasks sleeping between retries (they do not count as in flight)
         self._sms_pacer = Pacer(config.twilio_rate_per_s)
         self._pool = pool
+        self._sent_writer = SentWriter(pool)
         self._push = push
         self._sms = sms
         self._renderer = renderer
@@ -94,20 +93,7 @@ class PreviewSender:
             return await cur.fetchall() if cur.description else []
 
     async def _record(self, name: str, params: dict[str, Any]) -> None:
-        """Writes an outcome back, retrying while the database is away (a restart): the provider
-        has already answered, so giving up here would misreport it or, after the lease, send again."""
-        delay, waited = 0.2, 0.0
-        while True:
-            try:
-                await self._exec(name, params)
-                return
-            except psycopg.OperationalError as exc:
-                if waited >= WRITE_BACK_RETRY_S:
-                    raise
-                log.warning("write-back failed (%s); retrying in %.1fs", str(exc).strip()[:120], delay)
-                await asyncio.sleep(delay)
-                waited += delay
-                delay = min(delay * 2, 5.0)
+        await with_retry(lambda: self._exec(name, params), "write-back")
 
     async def _unsent(self, nid: uuid.UUID, status: str, reason: str, *, type_: str | None = None,
                       channel: str | None = None, title: str | None = None, body: str | None = None,
@@ -125,7 +111,7 @@ class PreviewSender:
         self._metrics.sends.labels(channel, type_, "sent").inc()
         if type_ == "fallback_sms":
             self._metrics.fallbacks_fired.inc()
-        await self._record("record_sent", {
+        await self._sent_writer.record({
             "id": nid, "worker": self._worker, "type": type_, "channel": channel, "title": title, "body": body,
             "provider_id": provider_id, "reason": reason, "attempted_at": attempted_at, "sent_at": utcnow(),
             "sms_encoding": sms_encoding, "sms_segments": sms_segments,

@@ -23,25 +23,31 @@ UPDATE notification_logs
 SET lease_expires_at = clock_timestamp() + (SELECT lease FROM precall.settings)
 WHERE id = %(id)s AND status = 'sending' AND lease_owner = %(worker)s
 
--- record_sent --
-WITH sent AS (
-    UPDATE notification_logs
+-- record_sent_batch --
+-- Every send that came back meanwhile, in one statement (dispatcher/write_back.py).
+WITH r AS (
+    SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(
+        id uuid, worker text, type text, channel text, title text, body text, provider_id text,
+        reason text, attempted_at timestamptz, sent_at timestamptz, sms_encoding text,
+        sms_segments int, cost numeric, currency text)
+), sent AS (
+    UPDATE notification_logs n
     -- A fast device's receipt can land before this write-back (precall.record_push_receipt).
-    SET status = CASE WHEN opened_at IS NOT NULL THEN 'opened' WHEN delivered_at IS NOT NULL THEN 'delivered' ELSE 'sent' END,
-        type = %(type)s, channel = %(channel)s, title = %(title)s, body = %(body)s,
-        provider_id = %(provider_id)s, reason = coalesce(%(reason)s, reason), error_msg = NULL,
-        attempted_at = %(attempted_at)s, sent_at = %(sent_at)s,
-        sms_encoding = %(sms_encoding)s, sms_segments = %(sms_segments)s,
-        cost_estimate = %(cost)s, cost_currency = %(currency)s,
+    SET status = CASE WHEN n.opened_at IS NOT NULL THEN 'opened' WHEN n.delivered_at IS NOT NULL THEN 'delivered' ELSE 'sent' END,
+        type = r.type, channel = r.channel, title = r.title, body = r.body,
+        provider_id = r.provider_id, reason = coalesce(r.reason, n.reason), error_msg = NULL,
+        attempted_at = r.attempted_at, sent_at = r.sent_at,
+        sms_encoding = r.sms_encoding, sms_segments = r.sms_segments,
+        cost_estimate = r.cost, cost_currency = r.currency,
         lease_owner = NULL, lease_expires_at = NULL, updated_at = clock_timestamp()
-    WHERE id = %(id)s AND status = 'sending' AND lease_owner = %(worker)s
-    RETURNING call_id, sent_at
+    FROM r
+    WHERE n.id = r.id AND n.status = 'sending' AND n.lease_owner = r.worker
+    RETURNING n.call_id, n.sent_at
 )
 UPDATE scheduled_calls c
-SET preview_sent = true, preview_sent_at = coalesce(c.preview_sent_at, sent.sent_at)
-FROM sent
-WHERE c.id = sent.call_id
-RETURNING c.id
+SET preview_sent = true, preview_sent_at = coalesce(c.preview_sent_at, s.first_sent_at)
+FROM (SELECT call_id, min(sent_at) AS first_sent_at FROM sent GROUP BY call_id) s
+WHERE c.id = s.call_id
 
 -- record_unsent --
 UPDATE notification_logs

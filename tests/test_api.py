@@ -242,12 +242,15 @@ def test_receipt_racing_the_dispatchers_write_back_still_stops_the_fallback(api,
                        send_at=datetime.now(timezone.utc), lease_expires_at=datetime.now(timezone.utc) + timedelta(minutes=1))
     with client(api, uid) as http:
         assert http.post(f"/api/v1/notifications/{nid}/receipt", json={"event": "delivered"}).json()["status"] == "recorded"
+    import json
+
     from precall import sql
 
-    conn.execute(sql.query("record_sent"), {
-        "id": nid, "worker": "w1", "type": "preview_push", "channel": "push", "title": "t", "body": "b",
-        "provider_id": "projects/p/messages/1", "reason": None, "attempted_at": datetime.now(timezone.utc),
-        "sent_at": datetime.now(timezone.utc), "sms_encoding": None, "sms_segments": None, "cost": None, "currency": None})
+    now = datetime.now(timezone.utc).isoformat()
+    conn.execute(sql.query("record_sent_batch"), {"rows": json.dumps([{
+        "id": str(nid), "worker": "w1", "type": "preview_push", "channel": "push", "title": "t", "body": "b",
+        "provider_id": "projects/p/messages/1", "reason": None, "attempted_at": now,
+        "sent_at": now, "sms_encoding": None, "sms_segments": None, "cost": None, "currency": None}])})
     assert conn.execute(sql.query("plan_fallback"), {"parent_id": nid, "send_at": datetime.now(timezone.utc)}).fetchall() == []
     assert row(conn, "SELECT status FROM notification_logs WHERE id = %s", nid)["status"] == "delivered"
 

@@ -62,3 +62,30 @@ def test_planning_reads_only_the_calls_that_can_be_due(conn: psycopg.Connection)
     # cost in the millions, and PostgreSQL spent ~300 ms compiling it with JIT on every run.
     assert plan[0][0]["Plan"]["Total Cost"] < 10_000, plan[0][0]["Plan"]["Total Cost"]
     assert "JIT" not in plan[0][0], plan[0][0].get("JIT")
+
+
+def test_next_due_reads_a_few_index_entries_while_a_burst_is_queued(conn: psycopg.Connection) -> None:
+    """The dispatcher asks precall.next_due() before every claim; with 10,000 previews queued for
+    the same second it must not read them all (it did: 9 ms a call, found by bench/throughput.py)."""
+    conn.execute("INSERT INTO users (fcm_token, notification_lead_min) SELECT 'tok-' || g, 10 FROM generate_series(1, 10000) g")
+    conn.execute("INSERT INTO scheduled_calls (user_id, scheduled_at, topic)"
+                 " SELECT id, now() + interval '8 minutes', 'fitness_checkin' FROM users")
+    # A few previews in flight, the rest queued; their call jobs all queued for T.
+    conn.execute("UPDATE notification_logs SET status = 'sending', lease_owner = 'w',"
+                 " lease_expires_at = now() + interval '1 minute'"
+                 " WHERE id IN (SELECT id FROM notification_logs LIMIT 50)")
+    conn.execute("UPDATE precall.call_jobs SET status = 'firing', lease_owner = 'w',"
+                 " lease_expires_at = now() + interval '1 minute'"
+                 " WHERE call_id IN (SELECT call_id FROM precall.call_jobs LIMIT 5)")
+    conn.execute("ANALYZE")
+    assert conn.execute("SELECT count(*) FROM notification_logs WHERE status = 'queued'").fetchone() == (9950,)
+    # The function's body, inlined by EXPLAIN so each subquery's rows show.
+    body = conn.execute("SELECT prosrc FROM pg_proc WHERE proname = 'next_due'").fetchone()
+    assert body is not None
+    plan = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + body[0]).fetchone()
+    assert plan is not None
+    scans = [n for n in _nodes(plan[0][0]["Plan"]) if "Relation Name" in n]
+    assert len(scans) == 4, scans
+    for n in scans:
+        read = n["Actual Rows"] * n.get("Actual Loops", 1) + n.get("Rows Removed by Filter", 0)
+        assert n["Node Type"] != "Seq Scan" and read <= 60, (n["Relation Name"], n.get("Index Name"), read)

@@ -97,3 +97,37 @@ def test_a_burst_of_fcm_503s_does_not_exhaust_the_connection_pool(fake_fcm, tmp_
     ok = asyncio.run(run())
     assert not [o for o in ok if isinstance(o, Exception)], ok[:3]
     assert len(fake_fcm.state.sent) == 170  # one request per send: no hidden SDK retries either
+
+
+def test_sixty_four_pushes_in_flight_reuse_their_connections(fake_fcm, tmp_path) -> None:
+    """The SDK's one httpx pool keeps 20 idle connections and closes the rest (and walks every
+    connection per request): with 64 in flight nearly every send reconnected. precall's lanes
+    (providers/http_lanes.py) keep them: 640 sends open about one connection per send in flight."""
+    import asyncio
+    import json
+    from datetime import datetime, timedelta, timezone
+
+    from fakes.fake_fcm import service_account
+    from precall.dispatcher.providers.base import PushRequest
+    from precall.dispatcher.providers.fcm import FcmPushSender
+
+    creds = tmp_path / "sa.json"
+    creds.write_text(json.dumps(service_account(f"{fake_fcm.url}/token")))
+    deadline = datetime.now(timezone.utc) + timedelta(minutes=5)
+    fake_fcm.state.latency_s = 0.02
+
+    async def run() -> None:
+        sender = FcmPushSender(str(creds), fake_fcm.url, 5.0, in_flight=64)
+        await sender.start()
+        slots = asyncio.Semaphore(64)
+
+        async def one(i: int) -> None:
+            async with slots:
+                await sender.send(PushRequest(f"tok-{i}", "t", "b", {}, deadline, "c"), timeout=5)
+
+        await asyncio.gather(*(one(i) for i in range(640)))
+        await sender.close()
+
+    asyncio.run(run())
+    assert len(fake_fcm.state.accepted()) == 640
+    assert fake_fcm.connections <= 64 + 16, fake_fcm.connections  # + the token fetch and a lane's spare

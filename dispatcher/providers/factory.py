@@ -12,7 +12,8 @@ from precall.dispatcher.providers.twilio_sms import TwilioSmsSender
 def push_sender(config: Config) -> PushSender:
     if config.push_provider == "log":
         return LogPushSender()
-    return FcmPushSender(config.google_application_credentials, config.fcm_base_url, config.fcm_timeout_s)
+    return FcmPushSender(config.google_application_credentials, config.fcm_base_url, config.fcm_timeout_s,
+                         config.max_in_flight)
 
 
 def sms_sender(config: Config) -> SmsSender:

@@ -13,6 +13,7 @@ import firebase_admin
 from firebase_admin import _retry, credentials, exceptions, messaging
 
 from precall.dispatcher.errors import ConfigError
+from precall.dispatcher.providers.http_lanes import LaneTransport
 from precall.dispatcher.providers.base import Accepted, DeadToken, Permanent, PushRequest, Transient
 
 _DEAD_TOKEN_MESSAGE = "not a valid FCM registration token"
@@ -70,7 +71,8 @@ def classify(exc: Exception) -> Exception:
 class FcmPushSender:
     name = "fcm"
 
-    def __init__(self, credentials_path: str | None, base_url: str, http_timeout_s: float) -> None:
+    def __init__(self, credentials_path: str | None, base_url: str, http_timeout_s: float,
+                 in_flight: int = 64) -> None:
         if not credentials_path:
             raise ConfigError(
                 "PRECALL_PUSH_PROVIDER=fcm needs GOOGLE_APPLICATION_CREDENTIALS (a service-account JSON); "
@@ -86,6 +88,7 @@ class FcmPushSender:
         self._cred = cred
         self._base_url = base_url.rstrip("/")
         self._http_timeout_s = http_timeout_s
+        self._in_flight = in_flight
         self._app: firebase_admin.App | None = None
 
     async def start(self) -> None:
@@ -103,8 +106,11 @@ class FcmPushSender:
         # 100 of them every send waits for a connection until it times out, for good (found by
         # bench/chaos.py provider_faults). Our own retry is deadline-aware: the SDK's is switched
         # off by retrying no status.
+        # Under that retry layer the SDK's single connection pool is swapped for lanes of small
+        # pools (see http_lanes.py): one pool reconnected for nearly every send above 20 in flight.
         for transport in service._async_client._mounts.values():  # noqa: SLF001 - pinned SDK, tested
             transport._retry = _retry.HttpxRetry(max_retries=0, status_forcelist=[])  # noqa: SLF001
+            transport._wrapped_transport = LaneTransport(self._in_flight)  # noqa: SLF001
         # Warm the OAuth token now: otherwise the first preview pays ~200 ms for it.
         try:
             await asyncio.to_thread(self._cred.get_access_token)

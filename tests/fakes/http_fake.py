@@ -32,6 +32,13 @@ class FakeServer(ThreadingHTTPServer):
 
     def __init__(self, handler: type[JsonHandler], port: int = 0) -> None:
         super().__init__(("127.0.0.1", port), handler)
+        self.connections = 0  # TCP connections accepted: tells connection reuse from a reconnect per request
+        self._connections_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self.connections += 1
+        super().process_request(request, client_address)
 
     @property
     def url(self) -> str:

@@ -1,0 +1,90 @@
+"""Writes successful sends back in batches: one statement for every outcome that arrived meanwhile.
+
+One UPDATE per send cost a pool checkout, a round trip and a commit each; under a burst that was
+most of the dispatcher's database time (bench/throughput.py). Outcomes are grouped like a group
+commit: the first one is written at once, and those arriving while it is in flight go together in
+the next statement, so an idle dispatcher adds no delay and a busy one writes hundreds per
+statement. Each sender still waits for its own row to be written before it moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+
+from precall import sql
+from precall.dispatcher.db import Database
+
+log = logging.getLogger("precall.dispatcher")
+
+MAX_BATCH = 500
+# How long a write-back is retried while PostgreSQL is unreachable (well inside the lease): the
+# provider has already answered, so giving up would misreport it or, after the lease, send again.
+WRITE_BACK_RETRY_S = 30.0
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    return str(value)  # uuid.UUID
+
+
+async def with_retry(write: Any, what: str) -> Any:
+    """Runs `write()` again while the database is away (a restart), for up to WRITE_BACK_RETRY_S."""
+    delay, waited = 0.2, 0.0
+    while True:
+        try:
+            return await write()
+        except psycopg.OperationalError as exc:  # also a deadlock (TransactionRollbackError)
+            if waited >= WRITE_BACK_RETRY_S:
+                raise
+            log.warning("%s failed (%s); retrying in %.1fs", what, str(exc).strip()[:120], delay)
+            await asyncio.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 5.0)
+
+
+class SentWriter:
+    """Batches `record_sent_batch` (queries.sql); `record()` returns once this row is written."""
+
+    def __init__(self, pool: Database) -> None:
+        self._pool = pool
+        self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._writing: asyncio.Task[None] | None = None
+
+    async def record(self, params: dict[str, Any]) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((params, done))
+        if self._writing is None:
+            self._writing = asyncio.create_task(self._drain())
+        await asyncio.shield(done)  # a cancelled sender must not cancel the others' write
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                try:
+                    await with_retry(lambda: self._write([p for p, _ in batch]), "write-back")
+                except Exception as exc:  # noqa: BLE001 - handed to each sender, who records it
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_exception(exc)
+                else:
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_result(None)
+        finally:
+            self._writing = None
+
+    async def _write(self, rows: list[dict[str, Any]]) -> None:
+        payload = json.dumps(rows, default=_json_default)
+        async with self._pool.connection() as conn:
+            await conn.execute(sql.query("record_sent_batch"), {"rows": payload})
