@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PG_CRON_SO := $(wildcard /usr/lib/postgresql/*/lib/pg_cron.so)
 
-.PHONY: install system-deps test demo demo-down bench bench-planning bench-throughput bench-lateness bench-chaos typecheck clean
+.PHONY: install system-deps test demo demo-down bench bench-planning bench-throughput bench-lateness bench-burst bench-sdk-ceiling bench-chaos typecheck clean
 
 install: system-deps $(STAMP)
 
@@ -51,6 +51,13 @@ bench-throughput: install
 
 bench-lateness: install
 	$(BIN)/python bench/throughput.py --previews 10000 --spread-s 600
+
+# 100,000 push previews due within one minute.
+bench-burst: install
+	$(BIN)/python bench/throughput.py --previews 100000 --sms-share 0 --spread-s 60 --out results_burst.json
+
+bench-sdk-ceiling: install
+	$(BIN)/python bench/sdk_ceiling.py
 
 bench-chaos: install
 	$(BIN)/python bench/chaos.py

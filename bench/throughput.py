@@ -8,8 +8,8 @@ and twilio pointed at the local fakes (tests/fakes/), which answer after the giv
 preview's send_at is the same second. Reported: previews/s from the first send_at to the last
 write-back, the sends each fake received (duplicates counted), CPU seconds per process group
 (dispatchers, PostgreSQL, the fakes in this process), peak RSS per dispatcher, and with --profile
-a py-spy sample of one dispatcher split into SDK, database and the rest. JSON to stdout and
-bench/results_throughput.json.
+a py-spy sample of one dispatcher split into SDK, database and the rest, and PostgreSQL's top
+statements (pg_stat_statements). JSON to stdout and bench/results_throughput.json (--out).
 """
 
 from __future__ import annotations
@@ -103,6 +103,8 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="py-spy one dispatcher for 15 s mid-run")
     ap.add_argument("--spread-s", type=float, default=0.0,
                     help="spread the send_at instants over this many seconds (lateness mode) instead of one")
+    ap.add_argument("--out", default=None,
+                    help="file name under bench/ (default: results_throughput.json, or results_lateness.json with --spread-s)")
     args = ap.parse_args()
 
     cluster = localdb.throwaway()
@@ -222,7 +224,7 @@ def main() -> None:
         cluster.destroy()
     text = json.dumps(result, indent=2)
     print(text)
-    (Path(__file__).parent / "results_throughput.json").write_text(text + "\n")
+    (Path(__file__).parent / (args.out or ("results_lateness.json" if args.spread_s else "results_throughput.json"))).write_text(text + "\n")
 
 
 if __name__ == "__main__":
