@@ -52,6 +52,16 @@ async def with_retry(write: Any, what: str) -> Any:
             delay = min(delay * 2, 5.0)
 
 
+def _settle(batch: list[tuple[dict[str, Any], asyncio.Future[None]]], exc: BaseException | None) -> None:
+    for _, done in batch:
+        if done.done():
+            continue
+        if exc is None:
+            done.set_result(None)
+        else:
+            done.set_exception(exc)
+
+
 class SentWriter:
     """Batches `record_sent_batch` (queries.sql); `record()` returns once this row is written."""
 
@@ -73,14 +83,23 @@ class SentWriter:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
                 try:
                     await with_retry(lambda: self._write([p for p, _ in batch]), "write-back")
+                except psycopg.Error as exc:
+                    if len(batch) == 1 or isinstance(exc, psycopg.OperationalError):
+                        _settle(batch, exc)
+                        continue
+                    # One row the database refuses must not fail its neighbours: one by one.
+                    log.warning("batched write-back refused (%s); writing %d rows one by one", exc, len(batch))
+                    for item in batch:
+                        try:
+                            await self._write([item[0]])
+                        except Exception as one_exc:  # noqa: BLE001 - that sender records it
+                            _settle([item], one_exc)
+                        else:
+                            _settle([item], None)
                 except Exception as exc:  # noqa: BLE001 - handed to each sender, who records it
-                    for _, done in batch:
-                        if not done.done():
-                            done.set_exception(exc)
+                    _settle(batch, exc)
                 else:
-                    for _, done in batch:
-                        if not done.done():
-                            done.set_result(None)
+                    _settle(batch, None)
         finally:
             self._writing = None
 
