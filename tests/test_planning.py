@@ -203,3 +203,19 @@ def test_planning_sees_the_largest_lead_in_use(conn, make) -> None:
     conn.execute("SELECT precall.plan_due_previews()")
     planned = {r[0] for r in conn.execute("SELECT call_id::text FROM notification_logs WHERE status = 'queued'")}
     assert planned == {c_short, c_far} and c_not_yet not in planned
+
+
+def test_each_minute_s_run_leaves_queued_call_jobs_alone_and_moved_ones_follow(conn, make) -> None:
+    """The planning run sees every call of its window again each minute: a job already queued for
+    the right time must not be rewritten each time (0007 rewrote all of them: a 50k burst cost
+    50k row updates a minute), while a moved call's job still follows it."""
+    call = make.call(make.user(fcm_token="tok"), in_seconds=200)
+    job = "SELECT xmin::text, status, due_at FROM precall.call_jobs WHERE call_id = %s"
+    before = conn.execute(job, (call,)).fetchone()
+    assert before is not None and before[1] == "queued"
+    for _ in range(3):
+        conn.execute("SELECT precall.plan_due_previews()")
+    assert conn.execute(job, (call,)).fetchone() == before  # same row version: not rewritten
+    conn.execute("UPDATE scheduled_calls SET scheduled_at = scheduled_at + interval '40 seconds' WHERE id = %s", (call,))
+    moved = conn.execute(job, (call,)).fetchone()
+    assert moved is not None and moved[1] == "queued" and moved[2] == before[2] + timedelta(seconds=40)
