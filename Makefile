@@ -66,7 +66,7 @@ bench-chaos: install
 typecheck: install
 	$(BIN)/python -m pip install -q mypy
 	rm -rf build/mypy && mkdir -p build/mypy/precall && cp precall/__init__.py build/mypy/precall/
-	for d in dispatcher cli sql templates; do ln -s $(CURDIR)/$$d build/mypy/precall/$$d; done
+	for d in dispatcher cli api sql templates; do ln -s $(CURDIR)/$$d build/mypy/precall/$$d; done
 	cd build/mypy && $(CURDIR)/$(BIN)/python -m mypy --ignore-missing-imports --disallow-untyped-defs \
 		--check-untyped-defs --warn-unused-ignores -p precall
 
