@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-
 from precall import sql
 from precall.dispatcher.db import Database
 from precall.dispatcher.channel import Path, Reachability, select_notification_path, valid_phone

@@ -12,9 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from datetime import datetime
-from decimal import Decimal
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import psycopg
 
@@ -22,6 +21,7 @@ from precall import sql
 from precall.dispatcher.db import Database
 
 log = logging.getLogger("precall.dispatcher")
+T = TypeVar("T")
 
 MAX_BATCH = 500
 # How long a write-back is retried while PostgreSQL is unreachable (well inside the lease): the
@@ -29,15 +29,7 @@ MAX_BATCH = 500
 WRITE_BACK_RETRY_S = 30.0
 
 
-def _json_default(value: object) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return str(value)
-    return str(value)  # uuid.UUID
-
-
-async def with_retry(write: Any, what: str) -> Any:
+async def with_retry(write: Callable[[], Awaitable[T]], what: str) -> T:
     """Runs `write()` again while the database is away (a restart), for up to WRITE_BACK_RETRY_S."""
     delay, waited = 0.2, 0.0
     while True:
@@ -104,6 +96,7 @@ class SentWriter:
             self._writing = None
 
     async def _write(self, rows: list[dict[str, Any]]) -> None:
-        payload = json.dumps(rows, default=_json_default)
+        # UUIDs, datetimes and Decimals as their str(): what jsonb_to_recordset's columns parse.
+        payload = json.dumps(rows, default=str)
         async with self._pool.connection() as conn:
             await conn.execute(sql.query("record_sent_batch"), {"rows": payload})

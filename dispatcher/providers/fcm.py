@@ -13,8 +13,8 @@ import firebase_admin
 from firebase_admin import _retry, credentials, exceptions, messaging
 
 from precall.dispatcher.errors import ConfigError
-from precall.dispatcher.providers.http_lanes import LaneTransport
 from precall.dispatcher.providers.base import Accepted, DeadToken, Permanent, PushRequest, Transient
+from precall.dispatcher.providers.http_lanes import LaneTransport
 
 _DEAD_TOKEN_MESSAGE = "not a valid FCM registration token"
 

@@ -25,10 +25,6 @@ class LaneTransport(httpx.AsyncBaseTransport):
                        for _ in range(lanes)]
         self._busy = [0] * lanes
 
-    @property
-    def lanes(self) -> int:
-        return len(self._lanes)
-
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         lane = min(range(len(self._lanes)), key=self._busy.__getitem__)
         # Counted until the answer's headers are in; the body follows at once (FCM answers are small).
