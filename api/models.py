@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import re
 import uuid
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BeforeValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AwareDatetime, BeforeValidator, BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema, field_validator,
+    model_validator,
+)
 
 # FCM registration tokens are ~160 characters of [A-Za-z0-9_:-]; APNs device tokens are 64 hex.
 TOKEN_PATTERN = r"^[A-Za-z0-9_:\-.]+$"
+_APNS_DEVICE_TOKEN = re.compile(r"[0-9A-Fa-f]{64}")
+
+
+def _utc_text(value: datetime) -> str:
+    """Every timestamp the API answers with is UTC with a Z, whatever the session's TimeZone."""
+    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+UtcDatetime = Annotated[datetime, PlainSerializer(_utc_text, return_type=str, when_used="json"),
+                        WithJsonSchema({"type": "string", "format": "date-time"}, mode="serialization")]
 
 
 def _json_integer(value: object) -> object:
@@ -32,6 +46,14 @@ class RegisterDevice(BaseModel):
                            examples=["dGhpcyBpcyBhIHRva2VuIGZyb20gRkNNIGZvciB0ZXN0aW5nIG9ubHk"])
     platform: Literal["ios", "android"]
     push_enabled: bool = True
+
+    @field_validator("fcm_token")
+    @classmethod
+    def _not_an_apns_token(cls, value: str) -> str:
+        if _APNS_DEVICE_TOKEN.fullmatch(value):
+            raise ValueError("this is an APNs device token (64 hex digits), which FCM cannot deliver to: "
+                             "register the FCM registration token (Firebase Messaging getToken()) instead")
+        return value
 
 
 class Registered(BaseModel):
@@ -66,11 +88,11 @@ class Notification(BaseModel):
     title: str | None
     body: str | None
     reason: str | None
-    send_at: datetime | None
-    sent_at: datetime | None
-    delivered_at: datetime | None
-    opened_at: datetime | None
-    created_at: datetime | None
+    send_at: UtcDatetime | None
+    sent_at: UtcDatetime | None
+    delivered_at: UtcDatetime | None
+    opened_at: UtcDatetime | None
+    created_at: UtcDatetime | None
 
 
 class HistoryPage(BaseModel):
@@ -100,8 +122,8 @@ class Receipt(BaseModel):
 class ReceiptRecorded(BaseModel):
     status: Literal["recorded", "duplicate"]
     late: bool = Field(description="The fallback SMS had already left: the user got both.")
-    delivered_at: datetime | None
-    opened_at: datetime | None
+    delivered_at: UtcDatetime | None
+    opened_at: UtcDatetime | None
 
 
 class Health(BaseModel):

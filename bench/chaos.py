@@ -1,6 +1,6 @@
 """Reliability runs, judged at the fake providers: nothing lost, duplicates only where explained.
 
-    .venv/bin/python bench/chaos.py [kill9 pg_restart listener_kill provider_faults three ...]
+    .venv/bin/python bench/chaos.py [kill9 pg_restart listener_kill provider_faults three path_c_kill9 ...]
 
 Each scenario gets its own database on one throwaway PostgreSQL 15 with pg_cron, `precall
 dispatcher` child processes with the real SDKs pointed at tests/fakes/, and previews whose
@@ -43,11 +43,16 @@ class Run:
     last_send: float = 0.0
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
+    names: dict[int, str] = field(default_factory=dict)
 
     def start(self) -> subprocess.Popen[bytes]:
+        # A known worker name per process: which rows a killed one held is read from lease_owner.
+        name = f"chaos-{len(self.procs)}"
         p = subprocess.Popen([sys.executable, "-m", "precall.cli", "dispatcher", "--log-level", "WARNING"],
-                             env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             env={**self.env, "PRECALL_WORKER_NAME": name},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.procs.append(p)
+        self.names[p.pid] = name
         return p
 
     def alive(self) -> list[subprocess.Popen[bytes]]:
@@ -237,9 +242,103 @@ def three(run: Run) -> dict[str, object]:
     return judge(run)
 
 
+def path_c_kill9(run: Run) -> dict[str, object]:
+    """Every user push_and_sms and no receipt: each call must end with one push and exactly one SMS
+    (the fallback, 30 s later) or an explicit failed/skipped row. Two dispatchers; every 1-4 s one is
+    SIGKILLed and replaced at once, through the push phase and the fallback phase. The lease is the
+    default 60 s: what a killed process held is taken over because its session ended."""
+    with psycopg.connect(run.dsn, autocommit=True) as conn:
+        conn.execute("UPDATE precall.settings SET lease = '60 seconds'")
+        conn.execute("UPDATE users SET notification_pref = 'push_and_sms'")
+    for _ in range(2):
+        run.start()
+    time.sleep(3)
+    schedule(run, 60)
+    rng = random.Random(11)
+    kills: list[tuple[float, set[str]]] = []  # (when, ids the victim held)
+    held_sql = "SELECT id::text FROM notification_logs WHERE status = 'sending' AND lease_owner = %s"
+    with psycopg.connect(run.dsn, autocommit=True) as conn:
+        while time.time() < run.last_send + 35:  # the fallbacks leave 30 s after their pushes
+            time.sleep(rng.uniform(1, 4))
+            victim = rng.choice(run.alive())
+            name = run.names[victim.pid]
+            before = {r[0] for r in conn.execute(held_sql, (name,)).fetchall()}
+            victim.kill()
+            at = time.time()
+            victim.wait()
+            after = {r[0] for r in conn.execute(held_sql, (name,)).fetchall()}
+            kills.append((at, before | after))
+            run.events.append(f"{at - run.first_send:6.1f}s kill -9 {name}: held {len(before | after)}")
+            run.start()
+    wait_final(run, 240)
+    return judge_path_c(run, kills)
+
+
+def judge_path_c(run: Run, kills: list[tuple[float, set[str]]]) -> dict[str, object]:
+    with psycopg.connect(run.dsn, autocommit=True) as conn:
+        calls = conn.execute("SELECT c.id::text, u.phone_number FROM scheduled_calls c"
+                             " JOIN users u ON u.id = c.user_id").fetchall()
+        logs = conn.execute(
+            "SELECT id::text, call_id::text, type, status, coalesce(split_part(reason, ':', 1), ''),"
+            " extract(epoch FROM attempted_at), extract(epoch FROM sent_at) FROM notification_logs").fetchall()
+    phone_to_call = {p: c for c, p in calls}
+    # Requests the fakes accepted, per call and kind, with when.
+    accepted: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+    for r in run.fcm.state.accepted():
+        accepted[(r.message["data"]["call_id"], "push")].append(r.at)
+    for r in run.twilio.state.accepted():
+        accepted[(phone_to_call.get(r.form.get("To", ""), "?"), "sms")].append(r.at)
+    rows_by_call: dict[str, list[tuple]] = collections.defaultdict(list)
+    for r in logs:
+        rows_by_call[r[1]].append(r)
+    statuses: collections.Counter[str] = collections.Counter()
+    lost, not_one_sms = [], []
+    for call_id, _ in calls:
+        rows = rows_by_call.get(call_id, [])
+        for r in rows:
+            statuses[f"{r[2]}:{r[3]}{':' + r[4] if r[4] and r[3] not in ('sent', 'delivered') else ''}"] += 1
+        if not rows or any(r[3] in ("queued", "sending") for r in rows):
+            lost.append(call_id)
+            continue
+        sms = len(accepted.get((call_id, "sms"), []))
+        explicit = any(r[3] in ("failed", "skipped") and r[2] in ("fallback_sms", "preview_sms") for r in rows)
+        if sms != 1 and not (sms == 0 and explicit):
+            not_one_sms.append((call_id, sms))
+        if any(r[3] == "sent" for r in rows) and not any(k[0] == call_id for k in accepted):
+            lost.append(call_id)
+    # Duplicates: a second request for one call and kind. Each must be explained by a kill that
+    # found the row held, after the fake had accepted the first request (the provider round trip).
+    in_flight_at_kills = 0
+    explained: set[str] = set()
+    row_call = {r[0]: (r[1], "push" if r[2] == "preview_push" else "sms") for r in logs}
+    for at, held in kills:
+        for nid in held:
+            key = row_call.get(nid)
+            if key and any(t <= at for t in accepted.get(key, [])):
+                in_flight_at_kills += 1
+                explained.add(f"{key[0]}/{key[1]}")
+    duplicates = {f"{c}/{k}": len(v) - 1 for (c, k), v in accepted.items() if len(v) > 1}
+    unexplained = sorted(set(duplicates) - explained)
+    # Recovery: a row the victim held, attempted again after the kill, how long after.
+    attempted = {r[0]: r[5] for r in logs}
+    delays = sorted(float(attempted[nid]) - at for at, held in kills for nid in held
+                    if attempted.get(nid) is not None and float(attempted[nid]) > at)
+    return {
+        "calls": len(calls), "kills": len(kills), "statuses": dict(statuses.most_common()),
+        "lost": len(lost), "calls_without_exactly_one_sms_or_an_explicit_row": len(not_one_sms),
+        "duplicate_requests": sum(duplicates.values()), "in_flight_at_kills": in_flight_at_kills,
+        "unexplained_duplicates": len(unexplained),
+        "recovered_rows": len(delays),
+        "recovery_s": {"p50": round(delays[len(delays) // 2], 2), "p99": round(delays[int(len(delays) * 0.99)], 2),
+                       "max": round(delays[-1], 2)} if delays else None,
+        "fcm_requests": len(run.fcm.state.sent), "twilio_requests": len(run.twilio.state.sent),
+        "events": run.events[:40],
+    }
+
+
 SCENARIOS = {"kill9": (kill9, 5000, 10), "pg_restart": (pg_restart, 2000, 10),
              "listener_kill": (listener_kill, 2000, 10), "provider_faults": (provider_faults, 2000, 10),
-             "three": (three, 5000, 60)}
+             "three": (three, 5000, 60), "path_c_kill9": (path_c_kill9, 800, 60)}
 
 
 def main() -> None:

@@ -101,6 +101,12 @@ def _queue(conn: psycopg.Connection) -> list[Finding]:
                            "is a dispatcher running?"))
     if stuck:
         out.append(Finding("queue", "fail", f"{stuck} preview(s) with an expired lease not yet taken over"))
+    expired, last = conn.execute(
+        "SELECT count(*), max(due_at) FROM precall.call_jobs"
+        " WHERE status = 'expired' AND due_at > now() - interval '24 hours'").fetchone() or (0, None)
+    if expired:
+        out.append(Finding("calls", "warn", f"{expired} call(s) in the last 24 h expired unhanded (no dispatcher "
+                           f"within precall.settings.call_grace of their time), the last due {last:%Y-%m-%d %H:%M:%S}Z"))
     return out
 
 

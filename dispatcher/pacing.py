@@ -16,6 +16,13 @@ class Pacer:
     def paced(self) -> bool:
         return self._interval > 0
 
+    def slots_within(self, horizon_s: float) -> int:
+        """How many sends this pacer lets out in the next horizon_s seconds (unpaced: unbounded)."""
+        if not self._interval:
+            return 1 << 30
+        now = asyncio.get_running_loop().time()
+        return max(0, int((now + horizon_s - max(now, self._next)) / self._interval) + 1)
+
     async def wait(self) -> None:
         if not self._interval:
             return

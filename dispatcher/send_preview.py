@@ -14,6 +14,7 @@ from precall import sql
 from precall.dispatcher.db import Database
 from precall.dispatcher.channel import Path, Reachability, select_notification_path, valid_phone
 from precall.dispatcher.config import Config
+from precall.dispatcher.liveness import Liveness
 from precall.dispatcher.messages import MessageInput, minutes_left
 from precall.dispatcher.metrics import Metrics
 from precall.dispatcher.pacing import Pacer
@@ -71,7 +72,9 @@ class ClaimedPreview:
 
 class PreviewSender:
     def __init__(self, pool: Database, push: PushSender, sms: SmsSender, renderer: Renderer,
-                 config: Config, worker: str, metrics: Metrics | None = None) -> None:
+                 config: Config, worker: str, metrics: Metrics | None = None,
+                 liveness: Liveness | None = None) -> None:
+        self._liveness = liveness  # None: a one-off sender (`precall send`), its lease is the guard
         self._metrics = metrics or Metrics()
         self._push_pacer = Pacer(config.fcm_rate_per_s)
         self.backing_off = 0  # tasks sleeping between retries (they do not count as in flight)
@@ -91,22 +94,42 @@ class PreviewSender:
             cur = await conn.execute(sql.query(name), params)
             return await cur.fetchall() if cur.description else []
 
-    async def _record(self, name: str, params: dict[str, Any]) -> None:
-        await with_retry(lambda: self._exec(name, params), "write-back")
+    async def _record(self, name: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Every write after a provider answered goes through here: retried while the database is
+        away, so an outcome the provider gave is never lost to a restart."""
+        return await with_retry(lambda: self._exec(name, params), "write-back")
 
     async def _unsent(self, nid: uuid.UUID, status: str, reason: str, *, type_: str | None = None,
                       channel: str | None = None, title: str | None = None, body: str | None = None,
-                      error_msg: str | None = None, attempted_at: datetime | None = None) -> None:
+                      error_msg: str | None = None, attempted_at: datetime | None = None,
+                      fallback_reason: str | None = None) -> uuid.UUID | None:
+        """Records a preview that was not sent. With fallback_reason, the fallback SMS row is created
+        in the same statement (leased to us) and its id returned."""
         self._metrics.sends.labels(channel or "none", type_ or "unknown", status).inc()
-        await self._record("record_unsent", {
+        rows = await self._record("record_unsent", {
             "id": nid, "worker": self._worker, "status": status, "type": type_, "channel": channel,
             "title": title, "body": body, "reason": reason, "error_msg": error_msg, "attempted_at": attempted_at,
+            "fallback_reason": fallback_reason,
         })
+        return rows[0][0] if rows and rows[0][0] is not None else None
+
+    async def _still_ours(self, nid: uuid.UUID, row: ClaimedPreview) -> bool:
+        """Checked right before a provider call: a row taken over meanwhile is not sent from here."""
+        if self._liveness is None or await self._liveness.still_ours(nid):
+            return True
+        log.warning("not sending: the lease was taken over by another dispatcher", extra=row.ids(nid))
+        return False
+
+    def paced_capacity(self, horizon_s: float) -> int:
+        """How many previews the pacers let out within horizon_s; unbounded unless both are paced."""
+        if not (self._push_pacer.paced and self._sms_pacer.paced):
+            return 1 << 30
+        return self._push_pacer.slots_within(horizon_s) + self._sms_pacer.slots_within(horizon_s)
 
     async def _sent(self, nid: uuid.UUID, *, type_: str, channel: str, title: str | None, body: str,
                     provider_id: str, attempted_at: datetime, reason: str | None = None,
                     sms_encoding: str | None = None, sms_segments: int | None = None,
-                    cost: tuple[Any, str] | None = None) -> None:
+                    cost: tuple[Any, str] | None = None, fallback_at: datetime | None = None) -> None:
         self._metrics.sends.labels(channel, type_, "sent").inc()
         if type_ == "fallback_sms":
             self._metrics.fallbacks_fired.inc()
@@ -115,6 +138,7 @@ class PreviewSender:
             "provider_id": provider_id, "reason": reason, "attempted_at": attempted_at, "sent_at": utcnow(),
             "sms_encoding": sms_encoding, "sms_segments": sms_segments,
             "cost": cost[0] if cost else None, "currency": cost[1] if cost else None,
+            "fallback_at": fallback_at,
         })
 
     # -- the decision ---------------------------------------------------------------------------
@@ -181,6 +205,8 @@ class PreviewSender:
         )
         common: dict[str, Any] = {"type_": "preview_push", "channel": "push", "title": title, "body": body}
         await self._push_pacer.wait()  # a configured FCM rate limit: the wait counts as lateness
+        if not await self._still_ours(row.id, row):
+            return
         attempted_at = utcnow()
         self._metrics.lateness.observe(max(0.0, (attempted_at - row.send_at).total_seconds()))
         # Retries stop at the call, or for Path C when its SMS would have gone out anyway.
@@ -193,6 +219,8 @@ class PreviewSender:
             try:
                 if not first:
                     await self._push_pacer.wait()
+                    if not await self._still_ours(row.id, row):
+                        return
                 first = False
                 remaining = (give_up_at - utcnow()).total_seconds()
                 with self._metrics.timed("fcm"):
@@ -204,13 +232,12 @@ class PreviewSender:
                 # A timeout is ambiguous (FCM may have accepted it): a retry can deliver twice, but
                 # the shared collapse key (the call id) makes the device show one notification.
                 if (give_up_at - utcnow()).total_seconds() < backoff + 1:
-                    await self._unsent(row.id, "failed", f"fcm_unavailable: {exc.code}, gave up before the deadline",
-                                       error_msg=exc.message, attempted_at=attempted_at, **common)
-                    if with_fallback:
-                        await self._fallback_now(row, f"push failed ({exc.code})")
+                    await self._failed_push(row, f"fcm_unavailable: {exc.code}, gave up before the deadline", exc,
+                                            common, attempted_at, f"push failed ({exc.code})" if with_fallback else None)
                     return
                 log.info("transient FCM error %s, retrying in %.1fs", exc.code, backoff, extra=row.ids())
-                await self._exec("renew_lease", {"id": row.id, "worker": self._worker})
+                if self._liveness is None:  # a dispatcher's liveness connection renews every lease it holds
+                    await self._exec("renew_lease", {"id": row.id, "worker": self._worker})
                 # Backing off is not sending: the dispatcher claims other previews meanwhile
                 # (a provider outage must not stall the previews due after it).
                 self.backing_off += 1
@@ -221,33 +248,39 @@ class PreviewSender:
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
                 continue
             except ProviderError as exc:
-                await self._unsent(row.id, "failed", f"fcm_rejected: {exc.code}", error_msg=exc.message,
-                                   attempted_at=attempted_at, **common)
-                if with_fallback:
-                    await self._fallback_now(row, f"push rejected ({exc.code})")
+                await self._failed_push(row, f"fcm_rejected: {exc.code}", exc, common, attempted_at,
+                                        f"push rejected ({exc.code})" if with_fallback else None)
                 return
             break
+        # Path C: the fallback SMS is planned by the same statement that records the send.
+        fallback_at = (utcnow() + timedelta(seconds=self._config.fallback_wait_s)
+                       if with_fallback and row.reach.phone else None)
         await self._sent(row.id, provider_id=accepted.provider_id, attempted_at=attempted_at,
-                         reason="; ".join(rendered.resolved.notes) or None, **common)
+                         reason="; ".join(rendered.resolved.notes) or None, fallback_at=fallback_at, **common)
         log.info("push sent", extra={**row.ids(), "lateness_ms": round((attempted_at - row.send_at).total_seconds() * 1000, 1)})
-        if with_fallback and row.reach.phone:
-            send_at = utcnow() + timedelta(seconds=self._config.fallback_wait_s)
-            await self._exec("plan_fallback", {"parent_id": row.id, "send_at": send_at})
 
     async def _dead_token(self, row: ClaimedPreview, exc: DeadToken, common: dict[str, Any], attempted_at: datetime) -> None:
-        await self._exec("disable_push", {"user_id": row.user_id, "token": row.fcm_token})
-        await self._unsent(row.id, "failed", f"token_dead: {exc.code}; push_enabled set to false",
-                           error_msg=exc.message, attempted_at=attempted_at, **common)
-        await self._fallback_now(row, f"push token dead ({exc.code})")
+        await self._record("disable_push", {"user_id": row.user_id, "token": row.fcm_token})
+        await self._failed_push(row, f"token_dead: {exc.code}; push_enabled set to false", exc, common,
+                                attempted_at, f"push token dead ({exc.code})")
 
-    async def _fallback_now(self, row: ClaimedPreview, reason: str) -> None:
-        """The push failed for good: the SMS goes now, as fallback_sms (once: a unique index)."""
-        if not row.reach.phone:
-            log.warning("%s and no usable phone number: no preview", reason, extra=row.ids())
-            return
-        created = await self._exec("insert_fallback_now", {"parent_id": row.id, "worker": self._worker, "reason": reason})
-        if created:
-            await self._send_sms(row, created[0][0], "fallback_sms")
+    async def _failed_push(self, row: ClaimedPreview, reason: str, exc: ProviderError, common: dict[str, Any],
+                           attempted_at: datetime, fallback: str | None) -> None:
+        """The push failed for good. With `fallback` (Path C, a dead token) the SMS goes now, as
+        fallback_sms: its row is created with the failure, in one statement (once: a unique index)."""
+        if fallback and not row.reach.phone:
+            log.warning("%s and no usable phone number: no preview", fallback, extra=row.ids())
+            fallback = None
+        created = await self._unsent(row.id, "failed", reason, error_msg=exc.message, attempted_at=attempted_at,
+                                     fallback_reason=fallback, **common)
+        if created is not None:
+            if self._liveness is not None:
+                self._liveness.hold(created)
+            try:
+                await self._send_sms(row, created, "fallback_sms")
+            finally:
+                if self._liveness is not None:
+                    self._liveness.release(created)
 
     # -- SMS ------------------------------------------------------------------------------------
 
@@ -262,6 +295,8 @@ class PreviewSender:
             await self._unsent(nid, "failed", f"bad_phone: {phone!r} is not E.164", type_=type_, channel="sms")
             return
         await self._sms_pacer.wait()  # a configured Twilio rate limit: the text says the minutes left after it
+        if not await self._still_ours(nid, row):
+            return
         remaining = (row.scheduled_at - utcnow()).total_seconds()
         if remaining < MIN_SMS_SECONDS:
             await self._unsent(nid, "skipped", f"too_late_for_sms: {remaining:.1f}s before the call",
@@ -277,7 +312,7 @@ class PreviewSender:
                 accepted = await self._sms.send(SmsRequest(phone, sms.text, row.scheduled_at),
                                                 timeout=self._config.twilio_timeout_s)
         except SmsOptedOut as exc:
-            await self._exec("opt_out_sms", {"user_id": row.user_id, "phone": phone})
+            await self._record("opt_out_sms", {"user_id": row.user_id, "phone": phone})
             await self._unsent(nid, "failed", f"twilio_error: {exc.code} (replied STOP); sms_opted_out set",
                                type_=type_, channel="sms", body=sms.text, error_msg=exc.message, attempted_at=attempted_at)
             return

@@ -21,6 +21,7 @@ from precall.dispatcher.call_hand_off import CallHandOff, DueCall
 from precall.dispatcher.config import Config
 from precall.dispatcher.errors import ConfigError
 from precall.dispatcher.listener import listen
+from precall.dispatcher.liveness import Liveness
 from precall.dispatcher.metrics import Metrics
 from precall.dispatcher.providers import factory
 from precall.dispatcher.providers.base import PushSender, SmsSender
@@ -35,6 +36,8 @@ MIN_RECHECK_S = 0.05
 HEARTBEAT_EVERY_S = 15.0
 METRICS_REFRESH_S = 5.0  # the database-derived gauges; only while metrics are served
 MAX_TASKS_PER_SLOT = 8  # sending or backing off, per PRECALL_MAX_IN_FLIGHT slot
+# With every provider paced, claim no more previews than the pacers let out in this long.
+PACED_CLAIM_HORIZON_S = 2.0
 
 
 def default_worker_name() -> str:
@@ -62,6 +65,8 @@ class Dispatcher:
         self._last_metrics = 0.0
         self._sender: PreviewSender | None = None
         self.metrics = Metrics()
+        self.liveness = Liveness(config.database_url, self.worker)
+        self._liveness_stop = asyncio.Event()  # set last: our rows stay ours while in-flight sends finish
 
     async def run(self, stop: asyncio.Event) -> None:
         # No per-checkout connection check: it would double the idle query rate. A connection
@@ -72,7 +77,9 @@ class Dispatcher:
         await self.sms.start()
         calls = CallHandOff(pool, self.worker, self.config.call_webhook_url, self.config.webhook_secret)
         await calls.start()
-        sender = PreviewSender(pool, self.push, self.sms, self.renderer, self.config, self.worker, self.metrics)
+        liveness = asyncio.create_task(self.liveness.run(self._liveness_stop))
+        sender = PreviewSender(pool, self.push, self.sms, self.renderer, self.config, self.worker, self.metrics,
+                               self.liveness)
         self._sender = sender
         if self.config.metrics_port:
             self.metrics.serve(self.config.metrics_port, self.config.metrics_addr)
@@ -106,13 +113,19 @@ class Dispatcher:
                     await pool.reset()
                     claimed, delay = 0, backoff
                     backoff = min(backoff * 2, 5)
+                except Exception as exc:  # noqa: BLE001 - one bad tick must not end the daemon
+                    # E.g. a function an adopted schema broke, a statement timeout, a bug: under
+                    # systemd an exit would be a restart loop with no preview for anyone.
+                    log.exception("dispatcher tick failed (%s); retrying in %.1fs", str(exc).strip()[:200], backoff)
+                    claimed, delay = 0, backoff
+                    backoff = min(backoff * 2, 5)
                 if claimed:
                     continue  # look again at once: more may be due
                 timeout = self.config.poll_interval_s if delay is None else min(delay, self.config.poll_interval_s)
                 await self._wait(stop, max(timeout, MIN_RECHECK_S) if timeout <= 0 else timeout)
         finally:
             self.notifier.stopping()
-            await self._shutdown(pool, listener, calls)
+            await self._shutdown(pool, listener, calls, liveness)
 
     async def _tick(self, pool: Database, sender: PreviewSender, calls: CallHandOff,
                     stop: asyncio.Event) -> tuple[int, float | None]:
@@ -142,15 +155,32 @@ class Dispatcher:
         if stop.is_set():
             return 0
         limit = min(self.config.claim_batch, self._free_slots())
+        if row_type is ClaimedPreview and self._sender is not None:
+            # Pace before claiming: rows held waiting for a pacer are rows another dispatcher could
+            # send now. Bounded only when every channel is paced (the channel is known after the claim).
+            limit = min(limit, self._sender.paced_capacity(PACED_CLAIM_HORIZON_S))
+            if limit <= 0:
+                return 0
         async with pool.connection() as conn:
             cur: psycopg.AsyncCursor[Any] = conn.cursor(row_factory=class_row(row_type))
             await cur.execute(sql.query(query), {"worker": self.worker, "limit": limit})
             rows = await cur.fetchall()
+        started = 0
         for item in rows:
-            task: asyncio.Task[None] = asyncio.create_task(handle(item))
+            row_id = item.id if isinstance(item, ClaimedPreview) else item.call_id
+            if not self.liveness.hold(row_id):
+                continue  # already in flight here (its lease had run out): one send, not two
+            task: asyncio.Task[None] = asyncio.create_task(self._handle(handle, item, row_id))
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
-        return len(rows)
+            started += 1
+        return started
+
+    async def _handle(self, handle: Callable[..., Coroutine[Any, Any, None]], item: Any, row_id: uuid.UUID) -> None:
+        try:
+            await handle(item)
+        finally:
+            self.liveness.release(row_id)
 
     async def _heartbeat(self, pool: Database, stopped: bool = False) -> None:
         now = time.monotonic()
@@ -183,7 +213,8 @@ class Dispatcher:
             for w in waiters:
                 w.cancel()
 
-    async def _shutdown(self, pool: Database, listener: asyncio.Task[None], calls: CallHandOff) -> None:
+    async def _shutdown(self, pool: Database, listener: asyncio.Task[None], calls: CallHandOff,
+                        liveness: asyncio.Task[None]) -> None:
         log.info("dispatcher stopping: no new claims, finishing %d in-flight task(s)", len(self._inflight),
                  extra={"worker": self.worker})
         if self._inflight:
@@ -198,6 +229,8 @@ class Dispatcher:
             await asyncio.wait_for(self._heartbeat(pool, stopped=True), 2)
         except Exception:  # noqa: BLE001 - the database may be the reason we stop
             pass
+        self._liveness_stop.set()  # after the stopped heartbeat: what is left is free to take at once
+        await asyncio.gather(liveness, return_exceptions=True)
         await calls.close()
         await self.push.close()
         await self.sms.close()

@@ -3,8 +3,11 @@
 import os
 import subprocess
 import sys
+import time
 
 import psycopg
+
+from conftest import wait_until
 
 from precall.dispatcher import migrate
 
@@ -86,3 +89,83 @@ def test_refuses_non_uuid_ids(empty_db: str) -> None:
     out = subprocess.run([sys.executable, "-m", "precall.cli", "db", "migrate"], capture_output=True, text=True, env=env)
     assert out.returncode == 1
     assert "users.id is bigint, precall needs uuid" in out.stderr
+
+
+VARCHAR_SCHEMA = """
+CREATE TABLE coach_personas (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), name varchar(50) NOT NULL);
+CREATE TABLE users (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    email varchar(255) NOT NULL UNIQUE,
+    phone_number varchar(20),
+    locale varchar(10) NOT NULL DEFAULT 'en',
+    timezone varchar(64) NOT NULL DEFAULT 'UTC',
+    coach_persona_id uuid REFERENCES coach_personas(id),
+    current_streak smallint NOT NULL DEFAULT 0,
+    fcm_token varchar(255),
+    platform varchar(10),
+    push_enabled boolean NOT NULL DEFAULT false,
+    notification_pref varchar(32) NOT NULL DEFAULT 'push_only',
+    notification_lead_min smallint NOT NULL DEFAULT 5
+);
+CREATE TABLE scheduled_calls (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    user_id uuid NOT NULL REFERENCES users(id),
+    scheduled_at timestamptz NOT NULL,
+    status varchar(32) NOT NULL DEFAULT 'pending',
+    topic varchar(64)
+);
+"""
+
+
+def test_adopted_varchar_columns_still_send(empty_db, start_dispatcher, fake_fcm, fake_twilio) -> None:
+    """varchar(n) and smallint columns (common in app schemas) are kept as they are, and the
+    claim still returns what the dispatcher reads: a push and an SMS leave."""
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        conn.execute(VARCHAR_SCHEMA.encode())
+    migrate.migrate(empty_db)
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        # The app's column types are untouched.
+        types = dict(conn.execute(
+            "SELECT column_name, format_type(atttypid, atttypmod) FROM information_schema.columns c"
+            " JOIN pg_attribute a ON a.attrelid = 'users'::regclass AND a.attname = c.column_name"
+            " WHERE c.table_name = 'users'").fetchall())
+        assert types["phone_number"] == "character varying(20)" and types["fcm_token"] == "character varying(255)"
+        assert types["current_streak"] == "smallint"
+        coach = conn.execute("INSERT INTO coach_personas (name) VALUES ('Max') RETURNING id").fetchone()[0]
+        push_user = conn.execute(
+            "INSERT INTO users (email, coach_persona_id, fcm_token, push_enabled, platform, current_streak,"
+            " notification_lead_min) VALUES ('a@x', %s, 'tok-varchar', true, 'ios', 12, 1) RETURNING id",
+            (coach,)).fetchone()[0]
+        sms_user = conn.execute(
+            "INSERT INTO users (email, coach_persona_id, phone_number, notification_pref, locale, current_streak,"
+            " notification_lead_min) VALUES ('b@x', %s, '+15555550177', 'sms_only', 'fr', 12, 1) RETURNING id",
+            (coach,)).fetchone()[0]
+        for uid in (push_user, sms_user):
+            conn.execute("INSERT INTO scheduled_calls (user_id, scheduled_at, topic)"
+                         " VALUES (%s, now() + interval '63 seconds', 'fitness_checkin')", (uid,))
+    d = start_dispatcher(DATABASE_URL=empty_db)
+    wait_until(lambda: fake_fcm.state.accepted() and fake_twilio.state.accepted(), timeout=15)
+    [push] = fake_fcm.state.accepted()
+    assert push.message["token"] == "tok-varchar"
+    assert push.message["notification"]["title"] == "Coach Max is calling in 1 min! 💪"
+    [sms] = fake_twilio.state.accepted()
+    assert sms.form["To"] == "+15555550177" and sms.form["Body"].startswith("Coach Max t'appelle dans 1 min")
+    assert d.proc.poll() is None
+
+
+def test_dispatcher_survives_a_database_error_in_one_tick(db, make, conn, start_dispatcher, fake_fcm) -> None:
+    """A database error that is not a lost connection (here: a claim function that raises) is
+    logged and retried; the daemon does not exit, and sends once the cause is gone."""
+    conn.execute("ALTER FUNCTION precall.claim_due_previews(text, integer) RENAME TO claim_due_previews_saved")
+    conn.execute("CREATE FUNCTION precall.claim_due_previews(p_worker text, p_limit integer) RETURNS TABLE (id uuid)"
+                 " LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'broken on purpose'; END $$")
+    uid = make.user(fcm_token="tok-survive", push_enabled=True, notification_lead_min=1)
+    make.call(uid, in_seconds=61)
+    d = start_dispatcher()
+    d.wait_for_log("broken on purpose", timeout=15)
+    time.sleep(1)
+    assert d.proc.poll() is None, "the dispatcher exited on a database error"
+    conn.execute("DROP FUNCTION precall.claim_due_previews(text, integer)")
+    conn.execute("ALTER FUNCTION precall.claim_due_previews_saved(text, integer) RENAME TO claim_due_previews")
+    wait_until(lambda: fake_fcm.state.accepted(), timeout=15)
+    assert [r.message["token"] for r in fake_fcm.state.accepted()] == ["tok-survive"]

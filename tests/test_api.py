@@ -250,8 +250,10 @@ def test_receipt_racing_the_dispatchers_write_back_still_stops_the_fallback(api,
     conn.execute(sql.query("record_sent_batch"), {"rows": json.dumps([{
         "id": str(nid), "worker": "w1", "type": "preview_push", "channel": "push", "title": "t", "body": "b",
         "provider_id": "projects/p/messages/1", "reason": None, "attempted_at": now,
-        "sent_at": now, "sms_encoding": None, "sms_segments": None, "cost": None, "currency": None}])})
-    assert conn.execute(sql.query("plan_fallback"), {"parent_id": nid, "send_at": datetime.now(timezone.utc)}).fetchall() == []
+        "sent_at": now, "sms_encoding": None, "sms_segments": None, "cost": None, "currency": None,
+        "fallback_at": now}])})
+    # The write-back plans Path C's fallback itself, and not for a push already delivered.
+    assert conn.execute("SELECT count(*) FROM notification_logs WHERE parent_id = %s", (nid,)).fetchone() == (0,)
     assert row(conn, "SELECT status FROM notification_logs WHERE id = %s", nid)["status"] == "delivered"
 
 

@@ -48,6 +48,9 @@ def test_path_a_push_en_on_time_with_the_full_payload(conn, make, fake_fcm, fake
     assert m["data"] == {"route": "incoming_call", "call_id": call, "notification_id": str(row["id"]),
                          "deadline": T.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")}
     assert m["android"]["priority"] == "high" and m["android"]["collapse_key"] == call
+    # A duplicate (re-send after a crash or a timeout) replaces the shown notification: Android
+    # by its tag, iOS by apns-collapse-id.
+    assert m["android"]["notification"]["tag"] == call
     assert 55 <= int(m["android"]["ttl"].rstrip("s")) <= 60
     headers = m["apns"]["headers"]
     assert headers["apns-priority"] == "10" and headers["apns-push-type"] == "alert"

@@ -6,7 +6,7 @@ import os
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 
 import hashlib
 import hmac
@@ -194,27 +194,6 @@ def test_listen_connection_killed_is_recovered(db, conn, make, fake_fcm, start_d
 
 
 # --- the call at T ------------------------------------------------------------------------------
-
-class _Receiver(BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def do_POST(self):  # noqa: N802
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.server.received.append((time.time(), dict(self.headers), body))
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-
-@pytest.fixture
-def webhook_receiver():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    server.received = []
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
-
 
 def test_call_webhook_fires_at_t_signed_and_never_for_cancelled(db, conn, make, webhook_receiver, start_dispatcher) -> None:
     secret = "whsec-test"

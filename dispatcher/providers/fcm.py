@@ -32,8 +32,11 @@ def build_message(req: PushRequest) -> messaging.Message:
             token=req.token,
             notification=messaging.Notification(title=req.title, body=req.body),
             data=req.data,
+            # collapse_key only merges messages still waiting at FCM; the notification tag makes
+            # a re-sent preview (a retry after a timeout, a crash mid-send) replace the one shown.
             android=messaging.AndroidConfig(
                 priority="high", ttl=_seconds_until(req.deadline), collapse_key=req.collapse_id,
+                notification=messaging.AndroidNotification(tag=req.collapse_id),
             ),
             apns=messaging.APNSConfig(
                 headers={

@@ -38,7 +38,8 @@ class SmsRecord:
 
 @dataclass
 class FakeTwilioState:
-    sent: list[SmsRecord] = field(default_factory=list)
+    sent: list[SmsRecord] = field(default_factory=list)  # answered requests, recorded when answered
+    arrived: list[dict[str, str]] = field(default_factory=list)  # every request's form, as it arrives
     latency_s: float = 0.0  # every answer waits this long (benchmarks: Twilio's ~200 ms)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -62,6 +63,8 @@ class _Handler(JsonHandler):
             self.reply(401, {"code": 20003, "message": "Authenticate", "more_info": "https://www.twilio.com/docs/errors/20003", "status": 401})
             return
         form = {k: v[0] for k, v in parse_qs(raw, keep_blank_values=True).items()}
+        with self.server.state.lock:
+            self.server.state.arrived.append(form)
         to = form.get("To", "")
         if to == "+15005550002":
             status, body = 500, {"code": 20500, "message": "Internal Server Error", "status": 500}
