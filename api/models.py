@@ -43,7 +43,9 @@ JsonInteger = Annotated[int, BeforeValidator(_json_integer)]
 class RegisterDevice(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)  # 0 is not false, "5" is not 5
     fcm_token: str = Field(min_length=32, max_length=4096, pattern=TOKEN_PATTERN,
-                           examples=["dGhpcyBpcyBhIHRva2VuIGZyb20gRkNNIGZvciB0ZXN0aW5nIG9ubHk"])
+                           examples=["dGhpcyBpcyBhIHRva2VuIGZyb20gRkNNIGZvciB0ZXN0aW5nIG9ubHk"],
+                           description="The FCM registration token (not an APNs device token: 64 hex digits are refused).",
+                           json_schema_extra={"not": {"pattern": "^[0-9A-Fa-f]{64}$"}})
     platform: Literal["ios", "android"]
     push_enabled: bool = True
 

@@ -14,6 +14,7 @@ import httpx
 from precall import sql
 from precall.dispatcher.db import Database
 from precall.dispatcher.webhook_signature import HEADER, sign
+from precall.dispatcher.write_back import with_retry
 
 log = logging.getLogger("precall.calls")
 
@@ -59,13 +60,16 @@ class CallHandOff:
             ok, outcome = True, "notified"
             if self._url:
                 ok, outcome = await self._post(body.encode())
-            async with self._pool.connection() as conn:
-                await conn.execute(sql.query("record_call_fired"),
-                                   {"call_id": call.call_id, "worker": self._worker, "ok": ok, "outcome": outcome})
+            params = {"call_id": call.call_id, "worker": self._worker, "ok": ok, "outcome": outcome}
+            await with_retry(lambda: self._record(params), "call write-back")  # the call system was told
             late_ms = (datetime.now(timezone.utc) - call.due_at).total_seconds() * 1000
             (log.info if ok else log.error)("call fired: %s", outcome, extra={**ids, "lateness_ms": round(late_ms, 1)})
         except Exception:  # noqa: BLE001 - the lease expiry retries it
             log.exception("call hand-off failed", extra=ids)
+
+    async def _record(self, params: dict[str, object]) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(sql.query("record_call_fired"), params)
 
     async def _post(self, body: bytes) -> tuple[bool, str]:
         assert self._http is not None and self._url is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 
 
 class Pacer:
@@ -21,7 +22,7 @@ class Pacer:
         if not self._interval:
             return 1 << 30
         now = asyncio.get_running_loop().time()
-        return max(0, int((now + horizon_s - max(now, self._next)) / self._interval) + 1)
+        return max(0, math.floor((now + horizon_s - max(now, self._next)) / self._interval) + 1)
 
     async def wait(self) -> None:
         if not self._interval:

@@ -57,3 +57,23 @@ def test_previews_retrying_an_fcm_outage_do_not_hold_up_the_ones_due_after(db, m
     assert late is not None and late[0] < 0.5, late
     retried = [r for r in fake_fcm.state.sent if r.message["token"].startswith("unavailable-")]
     assert len(retried) >= 4  # both still retrying meanwhile
+
+
+def test_pacer_slots_within_a_horizon() -> None:
+    """What the dispatcher may claim when every channel is paced (no database: a unit test)."""
+    import asyncio
+
+    from precall.dispatcher.pacing import Pacer
+
+    async def run() -> tuple[int, int, int, int]:
+        unpaced, paced = Pacer(None), Pacer(2)  # 2/s: one every 0.5 s
+        before = paced.slots_within(2.0)
+        for _ in range(3):
+            await paced.wait()  # the first is free, the next two wait 0.5 s each
+        return unpaced.slots_within(2.0), before, paced.slots_within(2.0), paced.slots_within(0.0)
+
+    unbounded, before, after, now = asyncio.run(run())
+    assert unbounded > 10**6
+    assert before == 5  # now, +0.5, +1.0, +1.5, +2.0
+    assert after == 4  # the next slot is 0.5 s away: +0.5 … +2.0
+    assert now == 0

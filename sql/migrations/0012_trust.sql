@@ -51,23 +51,31 @@ $$;
 -- session, live dispatchers' included): those wait for their lease. A session of another role
 -- whose backend_start we may not read counts as alive (the lease is the backstop).
 CREATE FUNCTION precall.dispatcher_gone(d precall.dispatchers)
-RETURNS boolean LANGUAGE sql STABLE AS $$
-    SELECT d.stopped_at IS NOT NULL
+RETURNS boolean LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN d.stopped_at IS NOT NULL
         OR (d.backend_pid IS NOT NULL
             AND d.session_at >= pg_postmaster_start_time()
-            AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a
-                            WHERE a.pid = d.backend_pid
-                              AND (a.backend_start = d.backend_start OR a.backend_start IS NULL)))
+            AND NOT EXISTS (SELECT 1 FROM pg_stat_get_activity(d.backend_pid) a
+                            WHERE a.backend_start = d.backend_start OR a.backend_start IS NULL));
+END
 $$;
 
--- The dispatchers holding leases right now that are gone (cost: the active rows, a few hundred).
+-- The dispatchers that are gone and may still hold leases: those heard from within the last
+-- lease + 30 s (a dead one's leases, renewed at most until it died, have all expired after that).
+-- Reads precall.dispatchers only (a few rows), not the active rows: it runs in every
+-- precall.next_due(), where scanning the 'sending' rows doubled the cost (0.21 -> 0.46 ms).
 CREATE FUNCTION precall.gone_lease_owners()
-RETURNS text[] LANGUAGE sql STABLE AS $$
-    SELECT coalesce(array_agg(d.name), '{}')
+RETURNS text[] LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_gone text[];
+BEGIN
+    SELECT coalesce(array_agg(d.name), '{}') INTO v_gone
     FROM precall.dispatchers d
-    WHERE d.name IN (SELECT n.lease_owner FROM notification_logs n WHERE n.status = 'sending'
-                     UNION SELECT j.lease_owner FROM precall.call_jobs j WHERE j.status = 'firing')
-      AND precall.dispatcher_gone(d)
+    WHERE d.heartbeat_at > clock_timestamp() - (SELECT lease FROM precall.settings) - interval '30 seconds'
+      AND precall.dispatcher_gone(d);
+    RETURN v_gone;
+END
 $$;
 
 -- Renews the leases p_worker still holds among p_ids (previews and call jobs) and returns those
