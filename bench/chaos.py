@@ -250,6 +250,8 @@ def path_c_kill9(run: Run) -> dict[str, object]:
     with psycopg.connect(run.dsn, autocommit=True) as conn:
         conn.execute("UPDATE precall.settings SET lease = '60 seconds'")
         conn.execute("UPDATE users SET notification_pref = 'push_and_sms'")
+    # Providers' usual answer times, so that kills find sends in flight.
+    run.fcm.state.latency_s, run.twilio.state.latency_s = 0.05, 0.2
     for _ in range(2):
         run.start()
     time.sleep(3)
@@ -282,12 +284,12 @@ def judge_path_c(run: Run, kills: list[tuple[float, set[str]]]) -> dict[str, obj
             "SELECT id::text, call_id::text, type, status, coalesce(split_part(reason, ':', 1), ''),"
             " extract(epoch FROM attempted_at), extract(epoch FROM sent_at) FROM notification_logs").fetchall()
     phone_to_call = {p: c for c, p in calls}
-    # Requests the fakes accepted, per call and kind, with when.
+    # Requests the fakes accepted, per call and kind, with when they arrived.
     accepted: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
     for r in run.fcm.state.accepted():
-        accepted[(r.message["data"]["call_id"], "push")].append(r.at)
+        accepted[(r.message["data"]["call_id"], "push")].append(r.received_at)
     for r in run.twilio.state.accepted():
-        accepted[(phone_to_call.get(r.form.get("To", ""), "?"), "sms")].append(r.at)
+        accepted[(phone_to_call.get(r.form.get("To", ""), "?"), "sms")].append(r.received_at)
     rows_by_call: dict[str, list[tuple]] = collections.defaultdict(list)
     for r in logs:
         rows_by_call[r[1]].append(r)
@@ -306,19 +308,19 @@ def judge_path_c(run: Run, kills: list[tuple[float, set[str]]]) -> dict[str, obj
             not_one_sms.append((call_id, sms))
         if any(r[3] == "sent" for r in rows) and not any(k[0] == call_id for k in accepted):
             lost.append(call_id)
-    # Duplicates: a second request for one call and kind. Each must be explained by a kill that
-    # found the row held, after the fake had accepted the first request (the provider round trip).
-    in_flight_at_kills = 0
-    explained: set[str] = set()
-    row_call = {r[0]: (r[1], "push" if r[2] == "preview_push" else "sms") for r in logs}
-    for at, held in kills:
-        for nid in held:
-            key = row_call.get(nid)
-            if key and any(t <= at for t in accepted.get(key, [])):
-                in_flight_at_kills += 1
-                explained.add(f"{key[0]}/{key[1]}")
-    duplicates = {f"{c}/{k}": len(v) - 1 for (c, k), v in accepted.items() if len(v) > 1}
-    unexplained = sorted(set(duplicates) - explained)
+    # Duplicates: a second request for one call and kind. Each must be a message the fake had
+    # accepted (arrived) before a kill, within one provider round trip of it (5 s at most), whose
+    # row was recorded as sent only after that kill (by the process that took it over).
+    kill_times = [at for at, _ in kills]
+    sent_at = {(r[1], "push" if r[2] == "preview_push" else "sms"): r[6] for r in logs if r[6] is not None}
+    duplicates = {key: len(v) - 1 for key, v in accepted.items() if len(v) > 1}
+    unexplained = [key for key in duplicates
+                   if not any(min(accepted[key]) <= k < min(accepted[key]) + 5 and float(sent_at.get(key) or 0) > k
+                              for k in kill_times)]
+    # The sends in flight at the kills: rows the victim held whose request had reached the fake.
+    row_key = {r[0]: (r[1], "push" if r[2] == "preview_push" else "sms") for r in logs}
+    in_flight_at_kills = sum(1 for at, held in kills for nid in held
+                             if nid in row_key and any(t <= at for t in accepted.get(row_key[nid], [])))
     # Recovery: a row the victim held, attempted again after the kill, how long after.
     attempted = {r[0]: r[5] for r in logs}
     delays = sorted(float(attempted[nid]) - at for at, held in kills for nid in held
@@ -327,7 +329,7 @@ def judge_path_c(run: Run, kills: list[tuple[float, set[str]]]) -> dict[str, obj
         "calls": len(calls), "kills": len(kills), "statuses": dict(statuses.most_common()),
         "lost": len(lost), "calls_without_exactly_one_sms_or_an_explicit_row": len(not_one_sms),
         "duplicate_requests": sum(duplicates.values()), "in_flight_at_kills": in_flight_at_kills,
-        "unexplained_duplicates": len(unexplained),
+        "unexplained_duplicates": len(unexplained), "unexplained": [f"{c}/{k}" for c, k in unexplained][:10],
         "recovered_rows": len(delays),
         "recovery_s": {"p50": round(delays[len(delays) // 2], 2), "p99": round(delays[int(len(delays) * 0.99)], 2),
                        "max": round(delays[-1], 2)} if delays else None,

@@ -38,7 +38,6 @@ class Liveness:
         self._registered = asyncio.Event()
         self._renew_s = DEFAULT_RENEW_S
         self._first = True
-        self._wake = asyncio.Event()
 
     # -- rows ------------------------------------------------------------------------------------
 

@@ -38,6 +38,9 @@ METRICS_REFRESH_S = 5.0  # the database-derived gauges; only while metrics are s
 MAX_TASKS_PER_SLOT = 8  # sending or backing off, per PRECALL_MAX_IN_FLIGHT slot
 # With every provider paced, claim no more previews than the pacers let out in this long.
 PACED_CLAIM_HORIZON_S = 2.0
+# How often an awake dispatcher asks whether a gone dispatcher left rows behind (an idle one asks
+# at every poll): a dead dispatcher's rows are taken over within about this long.
+GONE_CHECK_S = 1.0
 
 
 def default_worker_name() -> str:
@@ -63,6 +66,8 @@ class Dispatcher:
         self._inflight: set[asyncio.Task[None]] = set()
         self._last_heartbeat = 0.0
         self._last_metrics = 0.0
+        self._last_gone_check = 0.0
+        self._gone: list[str] = []
         self._sender: PreviewSender | None = None
         self.metrics = Metrics()
         self.liveness = Liveness(config.database_url, self.worker)
@@ -132,7 +137,16 @@ class Dispatcher:
         """One look at the schedule: claims whatever is due; returns (claimed, seconds to the next due)."""
         async with pool.connection() as conn:
             row = await (await conn.execute(sql.query("next_due"))).fetchone()
-        preview_in, call_in = row if row else (None, None)
+            preview_in, call_in = row if row else (None, None)
+            if time.monotonic() - self._last_gone_check >= GONE_CHECK_S:
+                self._last_gone_check = time.monotonic()
+                owners, previews_left, calls_left = await (await conn.execute(
+                    sql.query("left_by_gone_dispatchers"))).fetchone() or ([], False, False)
+                self._gone = list(owners or [])  # the claims check these again, and only these
+                if previews_left:
+                    preview_in = 0.0
+                if calls_left:
+                    call_in = 0.0
         claimed = 0
         if preview_in is not None and preview_in <= 0:
             claimed += await self._claim(pool, "claim_due_previews", ClaimedPreview, sender.process, stop)
@@ -163,7 +177,7 @@ class Dispatcher:
                 return 0
         async with pool.connection() as conn:
             cur: psycopg.AsyncCursor[Any] = conn.cursor(row_factory=class_row(row_type))
-            await cur.execute(sql.query(query), {"worker": self.worker, "limit": limit})
+            await cur.execute(sql.query(query), {"worker": self.worker, "limit": limit, "gone": self._gone})
             rows = await cur.fetchall()
         started = 0
         for item in rows:

@@ -1,13 +1,16 @@
 -- Named queries used by the dispatcher. Each block starts with `-- name --`.
 
 -- claim_due_previews --
-SELECT * FROM precall.claim_due_previews(%(worker)s, %(limit)s)
+SELECT * FROM precall.claim_due_previews(%(worker)s, %(limit)s, %(gone)s::text[])
 
 -- next_due --
 SELECT preview_in, call_in FROM precall.next_due()
 
+-- left_by_gone_dispatchers --
+SELECT owners, previews, calls FROM precall.left_by_gone_dispatchers()
+
 -- claim_due_calls --
-SELECT * FROM precall.claim_due_calls(%(worker)s, %(limit)s)
+SELECT * FROM precall.claim_due_calls(%(worker)s, %(limit)s, %(gone)s::text[])
 
 -- record_call_fired --
 SELECT precall.record_call_fired(%(call_id)s, %(worker)s, %(ok)s, %(outcome)s)

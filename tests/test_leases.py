@@ -97,10 +97,10 @@ def test_a_live_dispatchers_rows_are_not_taken(conn, make, db) -> None:
         owner.execute("SELECT precall.register_session('owner-1', 'h', 1, true)")
         [claimed] = owner.execute("SELECT id FROM precall.claim_due_previews('owner-1', 10)").fetchall()
         assert conn.execute("SELECT count(*) FROM precall.claim_due_previews('thief', 10)").fetchone() == (0,)
-        assert conn.execute("SELECT preview_in > 0 FROM precall.next_due()").fetchone() == (True,)
+        assert conn.execute("SELECT previews FROM precall.left_by_gone_dispatchers()").fetchone() == (False,)
     # The owner's session is gone (its connection closed): at once due and claimable.
     wait_until(lambda: conn.execute("SELECT precall.gone_lease_owners()").fetchone()[0] == ["owner-1"], timeout=5)
-    assert conn.execute("SELECT preview_in <= 0 FROM precall.next_due()").fetchone() == (True,)
+    assert conn.execute("SELECT previews FROM precall.left_by_gone_dispatchers()").fetchone() == (True,)
     [(taken, attempts)] = conn.execute("SELECT id, attempts FROM precall.claim_due_previews('thief', 10)").fetchall()
     assert taken == claimed[0]
     assert attempts == 2

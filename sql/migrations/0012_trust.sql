@@ -63,16 +63,19 @@ $$;
 
 -- The dispatchers that are gone and may still hold leases: those heard from within the last
 -- lease + 30 s (a dead one's leases, renewed at most until it died, have all expired after that).
--- Reads precall.dispatchers only (a few rows), not the active rows: it runs in every
--- precall.next_due(), where scanning the 'sending' rows doubled the cost (0.21 -> 0.46 ms).
-CREATE FUNCTION precall.gone_lease_owners()
+-- With p_among, only those names are checked again (an empty list: none, at no cost).
+CREATE FUNCTION precall.gone_lease_owners(p_among text[] DEFAULT NULL)
 RETURNS text[] LANGUAGE plpgsql STABLE AS $$
 DECLARE
     v_gone text[];
 BEGIN
+    IF cardinality(p_among) = 0 THEN
+        RETURN '{}';  -- the caller knows of none: no backend status to read
+    END IF;
     SELECT coalesce(array_agg(d.name), '{}') INTO v_gone
     FROM precall.dispatchers d
     WHERE d.heartbeat_at > clock_timestamp() - (SELECT lease FROM precall.settings) - interval '30 seconds'
+      AND (p_among IS NULL OR d.name = ANY (p_among))
       AND precall.dispatcher_gone(d);
     RETURN v_gone;
 END
@@ -104,9 +107,12 @@ $$;
 -- Claims up to p_limit due previews for p_worker. In the same transaction, rows whose call is no
 -- longer pending, has moved, is too close, whose receipt arrived (fallback) or which ran out of
 -- attempts get their final status and reason; only the rows to send are returned. A 'sending'
--- row is taken over when its lease expired or its owner is gone (precall.dispatcher_gone).
+-- row is taken over when its lease expired or its owner is gone (precall.dispatcher_gone): every
+-- owner when p_gone is NULL, else those of p_gone still gone (a dispatcher passes what
+-- precall.left_by_gone_dispatchers() last told it, so a claim reads no backend status).
 -- Every returned column is cast: an adopted app table may hold varchar(n) or smallint columns.
-CREATE OR REPLACE FUNCTION precall.claim_due_previews(p_worker text, p_limit integer)
+DROP FUNCTION precall.claim_due_previews(text, integer);
+CREATE FUNCTION precall.claim_due_previews(p_worker text, p_limit integer, p_gone text[] DEFAULT NULL)
 RETURNS TABLE (
     id uuid, call_id uuid, user_id uuid, type text, parent_id uuid, send_at timestamptz,
     scheduled_at timestamptz, attempts integer, topic text,
@@ -117,7 +123,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_now timestamptz := clock_timestamp();
     v_settings precall.settings;
-    v_gone text[] := precall.gone_lease_owners();
+    v_gone text[] := precall.gone_lease_owners(p_gone);
 BEGIN
     SELECT * INTO v_settings FROM precall.settings;
     RETURN QUERY
@@ -180,7 +186,7 @@ BEGIN
     ORDER BY cl.send_at;
 END
 $$;
-ALTER FUNCTION precall.claim_due_previews(text, integer) SET jit = off;
+ALTER FUNCTION precall.claim_due_previews(text, integer, text[]) SET jit = off;
 
 -- The inputs a preview is built from, shaped like claim_due_previews() (casts as there).
 CREATE OR REPLACE FUNCTION precall.preview_inputs(p_call_id uuid)
@@ -199,25 +205,17 @@ LANGUAGE sql STABLE AS $$
     WHERE c.id = p_call_id
 $$;
 
--- Seconds until the next preview and the next call job are due: a queued time, an expiring
--- lease, or at once for rows of a dispatcher that is gone. Database clock; NULL when nothing.
-CREATE OR REPLACE FUNCTION precall.next_due(OUT preview_in double precision, OUT call_in double precision)
+-- Whether a gone dispatcher left previews / call jobs behind (then a claim takes them at once).
+-- Asked by each dispatcher about once a second, not inside precall.next_due(): reading the
+-- backends' status there made every next_due() 0.2-0.8 ms slower (bench/throughput.py).
+CREATE FUNCTION precall.left_by_gone_dispatchers(OUT owners text[], OUT previews boolean, OUT calls boolean)
 LANGUAGE plpgsql STABLE AS $$
-DECLARE
-    v_gone text[] := precall.gone_lease_owners();
 BEGIN
-    preview_in := extract(epoch FROM least(
-        (SELECT min(send_at) FROM notification_logs WHERE status = 'queued'),
-        (SELECT min(lease_expires_at) FROM notification_logs WHERE status = 'sending'),
-        CASE WHEN cardinality(v_gone) > 0 THEN
-            (SELECT min(send_at) FROM notification_logs WHERE status = 'sending' AND lease_owner = ANY (v_gone)) END
-    ) - clock_timestamp());
-    call_in := extract(epoch FROM least(
-        (SELECT min(due_at) FROM precall.call_jobs WHERE status = 'queued'),
-        (SELECT min(lease_expires_at) FROM precall.call_jobs WHERE status = 'firing'),
-        CASE WHEN cardinality(v_gone) > 0 THEN
-            (SELECT min(due_at) FROM precall.call_jobs WHERE status = 'firing' AND lease_owner = ANY (v_gone)) END
-    ) - clock_timestamp());
+    owners := precall.gone_lease_owners();
+    previews := cardinality(owners) > 0 AND EXISTS (
+        SELECT 1 FROM notification_logs WHERE status = 'sending' AND lease_owner = ANY (owners));
+    calls := cardinality(owners) > 0 AND EXISTS (
+        SELECT 1 FROM precall.call_jobs WHERE status = 'firing' AND lease_owner = ANY (owners));
 END
 $$;
 
@@ -227,13 +225,14 @@ $$;
 
 -- Claims the call jobs due now; a call that is no longer pending (or moved) is never fired, and
 -- one more than precall.settings.call_grace past its time becomes 'expired' instead.
-CREATE OR REPLACE FUNCTION precall.claim_due_calls(p_worker text, p_limit integer)
+DROP FUNCTION precall.claim_due_calls(text, integer);
+CREATE FUNCTION precall.claim_due_calls(p_worker text, p_limit integer, p_gone text[] DEFAULT NULL)
 RETURNS TABLE (call_id uuid, user_id uuid, scheduled_at timestamptz, due_at timestamptz, attempts integer)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_now timestamptz := clock_timestamp();
     v_settings precall.settings;
-    v_gone text[] := precall.gone_lease_owners();
+    v_gone text[] := precall.gone_lease_owners(p_gone);
 BEGIN
     SELECT * INTO v_settings FROM precall.settings;
     RETURN QUERY
@@ -382,10 +381,12 @@ CREATE FUNCTION precall.record_sent_batch(p_rows jsonb)
 RETURNS SETOF uuid LANGUAGE plpgsql AS $$
 BEGIN
     -- SIDs in a fixed order (no deadlock between two batches), before any row lock.
-    PERFORM precall.lock_sms_sid(r.provider_id)
-    FROM jsonb_to_recordset(p_rows) AS r(provider_id text, channel text)
-    WHERE r.channel = 'sms' AND r.provider_id IS NOT NULL
-    ORDER BY r.provider_id;
+    IF p_rows @? '$[*] ? (@.channel == "sms")' THEN
+        PERFORM precall.lock_sms_sid(r.provider_id)
+        FROM jsonb_to_recordset(p_rows) AS r(provider_id text, channel text)
+        WHERE r.channel = 'sms' AND r.provider_id IS NOT NULL
+        ORDER BY r.provider_id;
+    END IF;
     RETURN QUERY
     WITH r AS (
         SELECT * FROM jsonb_to_recordset(p_rows) AS r(

@@ -53,6 +53,7 @@ class FcmRecord:
     project: str
     message: dict[str, Any]
     status: int
+    received_at: float = 0.0  # when the request arrived (`at`: when it was answered)
 
 
 @dataclass
@@ -77,6 +78,7 @@ class _Handler(JsonHandler):
     server: "FakeFcmServer"
 
     def do_POST(self) -> None:  # noqa: N802
+        received_at = time.time()
         raw = self.read_body()
         state = self.server.state
         if self.path in ("/token", "/oauth2/v4/token"):
@@ -111,7 +113,7 @@ class _Handler(JsonHandler):
         if state.fault_delay_s:
             time.sleep(state.fault_delay_s)
         with state.lock:
-            state.sent.append(FcmRecord(time.time(), match.group(1), message, status))
+            state.sent.append(FcmRecord(time.time(), match.group(1), message, status, received_at))
         self.reply(status, body)
 
 

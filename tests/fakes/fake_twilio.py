@@ -34,6 +34,7 @@ class SmsRecord:
     account: str
     form: dict[str, str]
     status: int
+    received_at: float = 0.0  # when the request arrived (`at`: when it was answered)
 
 
 @dataclass
@@ -52,6 +53,7 @@ class _Handler(JsonHandler):
     server: "FakeTwilioServer"
 
     def do_POST(self) -> None:  # noqa: N802
+        received_at = time.time()
         raw = self.read_body().decode()
         match = MESSAGES_PATH.match(self.path)
         if not match:
@@ -85,7 +87,7 @@ class _Handler(JsonHandler):
         if self.server.state.latency_s:
             time.sleep(self.server.state.latency_s)
         with self.server.state.lock:
-            self.server.state.sent.append(SmsRecord(time.time(), match.group(1), form, status))
+            self.server.state.sent.append(SmsRecord(time.time(), match.group(1), form, status, received_at))
         self.reply(status, body)
 
 
