@@ -44,6 +44,7 @@ class Run:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
     names: dict[int, str] = field(default_factory=dict)
+    kill_times: list[float] = field(default_factory=list)
 
     def start(self) -> subprocess.Popen[bytes]:
         # A known worker name per process: which rows a killed one held is read from lease_owner.
@@ -111,19 +112,20 @@ def judge(run: Run, windows: list[tuple[float, float]] | None = None) -> dict[st
                              " JOIN users u ON u.id = c.user_id").fetchall()
         logs = conn.execute(
             "SELECT call_id::text, type, status, coalesce(split_part(reason, ':', 1), ''),"
-            " extract(epoch FROM send_at), extract(epoch FROM attempted_at - send_at) * 1000"
-            " FROM notification_logs").fetchall()
+            " extract(epoch FROM send_at), extract(epoch FROM attempted_at - send_at) * 1000,"
+            " extract(epoch FROM sent_at) FROM notification_logs").fetchall()
     by_call: dict[str, list[tuple]] = collections.defaultdict(list)
     for r in logs:
         by_call[r[0]].append(r)
     phone_to_call = {p: c for c, p, _ in calls}
     requests: collections.Counter[str] = collections.Counter()
-    for r in run.fcm.state.accepted():
-        requests[r.message["data"]["call_id"]] += 1
-    for r in run.twilio.state.accepted():
-        requests[phone_to_call.get(r.form.get("To", ""), "?")] += 1
+    first_arrival: dict[str, float] = {}
+    for call_id, at in [(r.message["data"]["call_id"], r.received_at) for r in run.fcm.state.accepted()] + \
+            [(phone_to_call.get(r.form.get("To", ""), "?"), r.received_at) for r in run.twilio.state.accepted()]:
+        requests[call_id] += 1
+        first_arrival[call_id] = min(at, first_arrival.get(call_id, at))
     statuses: collections.Counter[str] = collections.Counter()
-    lost, unexplained, duplicates = [], [], 0
+    lost, unexplained, duplicates, unexplained_duplicates = [], [], 0, 0
     for call_id, _, _ in calls:
         rows = by_call.get(call_id, [])
         final = [r for r in rows if r[2] not in ("queued", "sending")]
@@ -138,9 +140,16 @@ def judge(run: Run, windows: list[tuple[float, float]] | None = None) -> dict[st
         if not sent and requests[call_id] > 0:
             unexplained.append(call_id)  # reached a provider, recorded as not sent
         duplicates += max(0, requests[call_id] - 1)
+        # A duplicate is explained by a kill less than 5 s after the first request arrived, before
+        # the row was recorded as sent: the provider round trip window.
+        if requests[call_id] > 1 and not any(
+                first_arrival[call_id] <= k < first_arrival[call_id] + 5 and float(sent[0][6] or 0) > k
+                for k in run.kill_times if sent):
+            unexplained_duplicates += requests[call_id] - 1
     result: dict[str, object] = {
         "calls": len(calls), "statuses": dict(statuses.most_common()), "lost": len(lost),
         "reached_provider_but_not_marked_sent": len(unexplained), "duplicate_requests": duplicates,
+        "unexplained_duplicates": unexplained_duplicates if run.kill_times else None,
         "fcm_requests": len(run.fcm.state.sent), "twilio_requests": len(run.twilio.state.sent),
         "events": run.events[:40],
     }
@@ -167,6 +176,7 @@ def kill9(run: Run) -> dict[str, object]:
         time.sleep(rng.uniform(1, 4))
         victim = rng.choice(run.alive())
         victim.kill()
+        run.kill_times.append(time.time())
         victim.wait()
         run.events.append(f"{time.time() - run.first_send:6.1f}s kill -9 pid {victim.pid}")
         run.start()

@@ -10,6 +10,10 @@ under a live sender. A row missing from the renewal's answer was taken over (the
 dead: its session dropped, or it hung past the lease); it is dropped here, and the sender checks
 `still_ours()` before calling a provider, so it is never sent twice from two places. The only
 double-send window left is a provider call already under way at that moment.
+
+Through a transaction-pooling proxy (PgBouncer) the registered backend is a pooled server
+connection that outlives the process: death is then seen only when the lease runs out (safe,
+not fast). Connect dispatchers to PostgreSQL directly or through session pooling.
 """
 
 from __future__ import annotations
