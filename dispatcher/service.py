@@ -135,13 +135,15 @@ class Dispatcher:
     async def _tick(self, pool: Database, sender: PreviewSender, calls: CallHandOff,
                     stop: asyncio.Event) -> tuple[int, float | None]:
         """One look at the schedule: claims whatever is due; returns (claimed, seconds to the next due)."""
+        check_gone = time.monotonic() - self._last_gone_check >= GONE_CHECK_S
         async with pool.connection() as conn:
-            row = await (await conn.execute(sql.query("next_due"))).fetchone()
-            preview_in, call_in = row if row else (None, None)
-            if time.monotonic() - self._last_gone_check >= GONE_CHECK_S:
+            if not check_gone:
+                row = await (await conn.execute(sql.query("next_due"))).fetchone()
+                preview_in, call_in = row if row else (None, None)
+            else:
                 self._last_gone_check = time.monotonic()
-                owners, previews_left, calls_left = await (await conn.execute(
-                    sql.query("left_by_gone_dispatchers"))).fetchone() or ([], False, False)
+                preview_in, call_in, owners, previews_left, calls_left = await (await conn.execute(
+                    sql.query("next_due_and_gone"))).fetchone() or (None, None, [], False, False)
                 self._gone = list(owners or [])  # the claims check these again, and only these
                 if previews_left:
                     preview_in = 0.0

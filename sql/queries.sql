@@ -6,8 +6,11 @@ SELECT * FROM precall.claim_due_previews(%(worker)s, %(limit)s, %(gone)s::text[]
 -- next_due --
 SELECT preview_in, call_in FROM precall.next_due()
 
--- left_by_gone_dispatchers --
-SELECT owners, previews, calls FROM precall.left_by_gone_dispatchers()
+-- next_due_and_gone --
+-- next_due, and (about once a second) whether a gone dispatcher left rows: one statement, so an
+-- idle dispatcher's query rate does not grow.
+SELECT d.preview_in, d.call_in, g.owners, g.previews, g.calls
+FROM precall.next_due() d, precall.left_by_gone_dispatchers() g
 
 -- claim_due_calls --
 SELECT * FROM precall.claim_due_calls(%(worker)s, %(limit)s, %(gone)s::text[])
