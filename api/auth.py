@@ -29,7 +29,9 @@ def user_id_from_token(token: str, config: ApiConfig) -> uuid.UUID:
         )
     except jwt.ExpiredSignatureError:
         raise _unauthorized("the token has expired") from None
-    except jwt.InvalidTokenError as exc:
+    except jwt.PyJWTError as exc:
+        # Not only InvalidTokenError: a header naming an algorithm of another key type (ES256
+        # against an RSA key) raises InvalidKeyError, which used to be a 500 with a traceback.
         raise _unauthorized(f"invalid token: {exc}") from None
     try:
         return uuid.UUID(str(claims["sub"]))

@@ -363,3 +363,35 @@ def test_receipt_over_http_10s_after_a_path_c_push_means_no_sms(db, make, fake_f
         rows = c.cursor(row_factory=psycopg.rows.dict_row).execute(
             "SELECT type, status, reason FROM notification_logs WHERE call_id = %s ORDER BY created_at", (call,)).fetchall()
     assert [(r["type"], r["status"]) for r in rows] == [("preview_push", "delivered"), ("fallback_sms", "cancelled")]
+
+
+def test_a_token_for_another_key_type_is_a_401_not_a_500(db, make, start_api) -> None:
+    """RSA key configured, a token whose header says ES256 with a garbage signature: PyJWT raises
+    InvalidKeyError (not an InvalidTokenError) — a 401 in the one error shape, never a 500."""
+    import base64
+    import json as _json
+
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    uid = make.user()
+    pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    api = start_api(db, PRECALL_JWT_SECRET="", PRECALL_JWT_PUBLIC_KEY=pem.decode())
+
+    def b64(obj: dict) -> str:
+        return base64.urlsafe_b64encode(_json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    forged = f"{b64({'alg': 'ES256', 'typ': 'JWT'})}.{b64({'sub': uid, 'exp': int(time.time()) + 60})}.{'A' * 86}"
+    r = httpx.get(f"{api.url}/api/v1/notifications/history", headers={"Authorization": f"Bearer {forged}"})
+    assert r.status_code == 401, r.text
+    assert r.json()["error"] == "unauthorized"
+
+
+def test_an_unexpected_error_answers_in_the_one_shape_without_a_traceback(api, conn, make) -> None:
+    uid = make.user()
+    conn.execute("ALTER FUNCTION precall.notification_history(uuid, integer, integer) RENAME TO gone_history")
+    with client(api, uid) as http:
+        r = http.get("/api/v1/notifications/history")
+    assert r.status_code == 500
+    assert r.json() == {"error": "internal_error", "detail": "an unexpected error; it has been logged"}
+    assert "Traceback" not in r.text
