@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from precall.api import app_routes, errors, twilio_status
@@ -17,8 +18,15 @@ from precall.api.settings import ApiConfig
 def create_app(config: ApiConfig) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async def bounded(conn: AsyncConnection) -> None:
+            await conn.execute("SELECT set_config('statement_timeout', %s, false), set_config('lock_timeout', %s, false)",
+                               (f"{config.statement_timeout_ms}ms", f"{config.lock_timeout_ms}ms"))
+
+        # check: a connection the server ended (restart, pg_terminate_backend) is replaced on
+        # checkout instead of failing the request that drew it.
         pool = AsyncConnectionPool(config.database_url, min_size=1, max_size=config.pool_max, open=False,
-                                   timeout=5, kwargs={"autocommit": True, "application_name": "precall-api"})
+                                   timeout=5, kwargs={"autocommit": True, "application_name": "precall-api"},
+                                   configure=bounded, check=AsyncConnectionPool.check_connection)
         await pool.open(wait=False)
         app.state.pool = pool
         try:

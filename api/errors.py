@@ -6,6 +6,8 @@ import logging
 from typing import Any
 
 import psycopg
+import psycopg.errors
+from psycopg_pool import PoolTimeout
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -75,5 +77,13 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(psycopg.OperationalError)
     async def _db_down(_: Request, exc: psycopg.OperationalError) -> JSONResponse:
-        return JSONResponse({"error": "database_unavailable", "detail": "the database is not answering; retry later"},
-                            503, headers={"Retry-After": "5"})
+        # Which limit was hit, so ops and the app can tell a held lock from a full pool or an outage.
+        if isinstance(exc, psycopg.errors.LockNotAvailable):
+            error, detail = "lock_timeout", "a row this request needs is locked by another transaction; retry later"
+        elif isinstance(exc, psycopg.errors.QueryCanceled):
+            error, detail = "statement_timeout", "the database did not finish in time; retry later"
+        elif isinstance(exc, PoolTimeout):
+            error, detail = "pool_exhausted", "every database connection is busy; retry later"
+        else:
+            error, detail = "database_unavailable", "the database is not answering; retry later"
+        return JSONResponse({"error": error, "detail": detail}, 503, headers={"Retry-After": "5"})

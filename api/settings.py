@@ -33,6 +33,10 @@ class ApiConfig:
     twilio_auth_token: str | None = None
     twilio_status_callback_url: str | None = None
     pool_max: int = 10
+    # Every API statement and lock wait is bounded: one user's row held by a DBA must not hold
+    # the pool (and every other user's request) with it.
+    statement_timeout_ms: int = 5000
+    lock_timeout_ms: int = 2000
 
     @property
     def jwt_algorithms(self) -> list[str]:
@@ -55,10 +59,7 @@ class ApiConfig:
             raise ConfigError("set only one of PRECALL_JWT_SECRET and PRECALL_JWT_PUBLIC_KEY")
         if secret and len(secret) < 32:
             raise ConfigError("PRECALL_JWT_SECRET must be at least 32 characters (HS256 wants 256 bits)")
-        try:
-            pool_max = int(env.get("PRECALL_API_DB_POOL_MAX", "10"))
-        except ValueError:
-            raise ConfigError("PRECALL_API_DB_POOL_MAX is not an integer") from None
+        pool_max = _int(env, "PRECALL_API_DB_POOL_MAX", 10)
         return cls(
             database_url=database_url(env),
             jwt_secret=secret,
@@ -68,4 +69,17 @@ class ApiConfig:
             twilio_auth_token=env.get("TWILIO_AUTH_TOKEN") or None,
             twilio_status_callback_url=env.get("PRECALL_TWILIO_STATUS_CALLBACK_URL") or None,
             pool_max=pool_max,
+            statement_timeout_ms=_int(env, "PRECALL_DB_STATEMENT_TIMEOUT_MS", 5000),
+            lock_timeout_ms=_int(env, "PRECALL_DB_LOCK_TIMEOUT_MS", 2000),
         )
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name) or str(default)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if value < 1:
+        raise ConfigError(f"{name}={raw} must be at least 1")
+    return value

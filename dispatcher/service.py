@@ -135,6 +135,10 @@ class Dispatcher:
     async def _tick(self, pool: Database, sender: PreviewSender, calls: CallHandOff,
                     stop: asyncio.Event) -> tuple[int, float | None]:
         """One look at the schedule: claims whatever is due; returns (claimed, seconds to the next due)."""
+        if not self.liveness.registered.is_set():
+            # No claim before the database knows this process: a send would wait for it after its
+            # pacer slot (two sends closer than the rate), and its rows would look orphaned.
+            return 0, MIN_RECHECK_S
         check_gone = time.monotonic() - self._last_gone_check >= GONE_CHECK_S
         async with pool.connection() as conn:
             if not check_gone:

@@ -395,3 +395,30 @@ def test_an_unexpected_error_answers_in_the_one_shape_without_a_traceback(api, c
     assert r.status_code == 500
     assert r.json() == {"error": "internal_error", "detail": "an unexpected error; it has been logged"}
     assert "Traceback" not in r.text
+
+
+def test_a_held_row_lock_fails_that_users_requests_fast_and_nobody_elses(db, conn, make, start_api) -> None:
+    """A DBA leaves `UPDATE users … WHERE id = A` open. A's registrations answer 503 lock_timeout
+    within the lock timeout; B's requests and /healthz keep answering (they used to wait for the
+    pool that A's requests filled)."""
+    import concurrent.futures
+
+    a, b = make.user(), make.user()
+    api = start_api(db, PRECALL_DB_LOCK_TIMEOUT_MS="1000", PRECALL_API_DB_POOL_MAX="4")
+    body = {"fcm_token": TOKEN, "platform": "ios", "push_enabled": True}
+    with psycopg.connect(db) as dba:
+        dba.execute("UPDATE users SET locale = locale WHERE id = %s", (a,))  # held open
+        started = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            held = [pool.submit(lambda: client(api, a).post("/api/v1/notifications/register-device", json=body))
+                    for _ in range(8)]
+            time.sleep(0.3)
+            other = client(api, b).get("/api/v1/notifications/history")
+            health = httpx.get(f"{api.url}/healthz", timeout=10)
+            answers = [f.result(timeout=30) for f in held]
+        elapsed = time.monotonic() - started
+        dba.rollback()
+    assert other.status_code == 200 and health.status_code == 200
+    assert {r.status_code for r in answers} == {503}, [r.text for r in answers]
+    assert {r.json()["error"] for r in answers} == {"lock_timeout"}
+    assert elapsed < 10, elapsed
