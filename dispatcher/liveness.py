@@ -56,10 +56,6 @@ class Liveness:
     def release(self, row_id: uuid.UUID) -> None:
         self._held.discard(row_id)
 
-    @property
-    def held(self) -> int:
-        return len(self._held)
-
     async def still_ours(self, row_id: uuid.UUID) -> bool:
         """True when the row may be sent now: our session is registered (so nobody takes our rows
         as a dead dispatcher's) and the row was not taken over meanwhile."""

@@ -25,9 +25,8 @@ SELECT pg_notify('precall_call_due', %(payload)s)
 SELECT precall.heartbeat(%(name)s, %(hostname)s, %(pid)s, %(stopped)s)
 
 -- renew_lease --
-UPDATE notification_logs
-SET lease_expires_at = clock_timestamp() + (SELECT lease FROM precall.settings)
-WHERE id = %(id)s AND status = 'sending' AND lease_owner = %(worker)s
+-- One row's lease, for a sender without a liveness connection (`precall send`).
+SELECT precall.renew_leases(%(worker)s, ARRAY[%(id)s]::uuid[])
 
 -- record_sent_batch --
 -- Every send that came back meanwhile, in one call (dispatcher/write_back.py).
