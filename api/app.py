@@ -11,6 +11,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from precall.api import app_routes, errors, twilio_status
 from precall.api.errors import ApiError, responses
+from precall.api.limits import RequestLimits
 from precall.api.models import Health
 from precall.api.settings import ApiConfig
 
@@ -38,6 +39,7 @@ def create_app(config: ApiConfig) -> FastAPI:
                   description="The mobile app's notification API and Twilio's status webhook.")
     app.state.config = config
     errors.install(app)
+    app.add_middleware(RequestLimits, max_body_bytes=config.max_body_bytes, read_timeout_s=config.read_timeout_s)
     app.include_router(app_routes.router)
     app.include_router(twilio_status.router)
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from psycopg.rows import dict_row
 
 from precall.api.auth import CurrentUser
-from precall.api.errors import ApiError, responses
+from precall.api.errors import BODY_LIMITS, ApiError, responses
 from precall.api.models import (
     History, HistoryPage, Notification, NotificationPreferences, Receipt, ReceiptRecorded, RegisterDevice, Registered, Updated,
 )
@@ -17,7 +17,7 @@ from precall.api.models import (
 router = APIRouter(prefix="/api/v1")
 
 
-@router.post("/notifications/register-device", responses=responses(401, 422), tags=["app"])
+@router.post("/notifications/register-device", responses=responses(401, 422, *BODY_LIMITS), tags=["app"])
 async def register_device(body: RegisterDevice, user: CurrentUser, request: Request) -> Registered:
     """Registers (or replaces) the device's push token; push_enabled as sent re-enables push after a dead token."""
     async with request.app.state.pool.connection() as conn:
@@ -45,13 +45,13 @@ async def _update_preferences(body: NotificationPreferences, user: uuid.UUID, re
     return Updated()
 
 
-@router.post("/users/notification-preferences", responses=responses(401, 409, 422), tags=["app"])
+@router.post("/users/notification-preferences", responses=responses(401, 409, 422, *BODY_LIMITS), tags=["app"])
 async def post_preferences(body: NotificationPreferences, user: CurrentUser, request: Request) -> Updated:
     """Sets the channel preference and/or the lead time; unsent previews move accordingly."""
     return await _update_preferences(body, user, request)
 
 
-@router.put("/users/notification-preferences", responses=responses(401, 409, 422), tags=["app"])
+@router.put("/users/notification-preferences", responses=responses(401, 409, 422, *BODY_LIMITS), tags=["app"])
 async def put_preferences(body: NotificationPreferences, user: CurrentUser, request: Request) -> Updated:
     """Same as POST."""
     return await _update_preferences(body, user, request)
@@ -76,7 +76,8 @@ _RECEIPT_ERRORS = {
 }
 
 
-@router.post("/notifications/{notification_id}/receipt", responses=responses(401, 404, 409, 422), tags=["app"])
+@router.post("/notifications/{notification_id}/receipt", responses=responses(401, 404, 409, 422, *BODY_LIMITS),
+             tags=["app"])
 async def receipt(notification_id: uuid.UUID, body: Receipt, user: CurrentUser, request: Request) -> ReceiptRecorded:
     """Records that the push reached the device (or was opened); stops a pending fallback SMS."""
     async with request.app.state.pool.connection() as conn:

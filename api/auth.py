@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Annotated
 
@@ -33,6 +34,13 @@ def user_id_from_token(token: str, config: ApiConfig) -> uuid.UUID:
         # Not only InvalidTokenError: a header naming an algorithm of another key type (ES256
         # against an RSA key) raises InvalidKeyError, which used to be a 500 with a traceback.
         raise _unauthorized(f"invalid token: {exc}") from None
+    try:
+        lifetime = float(claims["exp"]) - time.time()
+    except (TypeError, ValueError, OverflowError):
+        raise _unauthorized("the token's exp is not a number") from None
+    if lifetime > config.jwt_max_lifetime_s + LEEWAY_S:
+        raise _unauthorized(f"the token is valid for longer than {config.jwt_max_lifetime_s} s "
+                            "(PRECALL_JWT_MAX_LIFETIME_S); issue shorter-lived tokens")
     try:
         return uuid.UUID(str(claims["sub"]))
     except ValueError:

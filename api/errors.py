@@ -29,10 +29,23 @@ class ApiError(Exception):
         self.status, self.error, self.detail, self.headers = status, error, detail, headers
 
 
+# What api/limits.py answers for a route that takes a body, before the route runs.
+BODY_LIMITS = (408, 413, 415)
+_DESCRIPTIONS = {
+    408: "The body did not arrive within PRECALL_API_READ_TIMEOUT_S (default 10 s).",
+    413: "The body is larger than PRECALL_API_MAX_BODY_BYTES (default 65536 bytes).",
+    415: "A multipart body: no route takes files.",
+    503: "A database limit was hit (lock_timeout, statement_timeout, pool_exhausted) or it is down.",
+}
+
+
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The OpenAPI entries for the error statuses a route can return (400: a body that is not JSON
     or form data at all; 503: the database is down)."""
-    return {s: {"model": ErrorBody} for s in sorted({400, 503, *statuses})}
+    out: dict[int | str, dict[str, Any]] = {}
+    for s in sorted({400, 503, *statuses}):
+        out[s] = {"model": ErrorBody, **({"description": _DESCRIPTIONS[s]} if s in _DESCRIPTIONS else {})}
+    return out
 
 
 def _describe(exc: RequestValidationError) -> str:

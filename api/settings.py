@@ -7,6 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
 from precall.dispatcher.config import database_url
 from precall.dispatcher.errors import ConfigError
 
@@ -23,6 +26,24 @@ def _public_key(raw: str | None) -> str | None:
     return path.read_text()
 
 
+def _algorithm_for(pem: str) -> str:
+    """RS256 for an RSA key, ES256/ES384/ES512 for an EC key by its curve, EdDSA for Ed25519."""
+    try:
+        key = load_pem_public_key(pem.encode())
+    except ValueError as exc:
+        raise ConfigError(f"PRECALL_JWT_PUBLIC_KEY is not a PEM public key: {exc}") from None
+    if isinstance(key, rsa.RSAPublicKey):
+        return "RS256"
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        by_curve = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
+        if key.curve.name in by_curve:
+            return by_curve[key.curve.name]
+        raise ConfigError(f"PRECALL_JWT_PUBLIC_KEY: EC curve {key.curve.name} has no JWT algorithm")
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "EdDSA"
+    raise ConfigError(f"PRECALL_JWT_PUBLIC_KEY: {type(key).__name__} keys are not supported (RSA, EC, Ed25519)")
+
+
 @dataclass(frozen=True)
 class ApiConfig:
     database_url: str
@@ -37,10 +58,18 @@ class ApiConfig:
     # the pool (and every other user's request) with it.
     statement_timeout_ms: int = 5000
     lock_timeout_ms: int = 2000
+    # No route takes more than a few hundred bytes; 64 KiB leaves room and bounds memory.
+    max_body_bytes: int = 65536
+    read_timeout_s: float = 10.0
+    # A token valid for longer than this (exp − now) is refused: a leaked one must not last a year.
+    jwt_max_lifetime_s: int = 86400
 
     @property
     def jwt_algorithms(self) -> list[str]:
-        return ["RS256", "ES256"] if self.jwt_public_key else ["HS256"]
+        """Only the algorithm of the configured key's type: a token may not choose another."""
+        if not self.jwt_public_key:
+            return ["HS256"]
+        return [_algorithm_for(self.jwt_public_key)]
 
     @property
     def jwt_key(self) -> str:
@@ -59,6 +88,8 @@ class ApiConfig:
             raise ConfigError("set only one of PRECALL_JWT_SECRET and PRECALL_JWT_PUBLIC_KEY")
         if secret and len(secret) < 32:
             raise ConfigError("PRECALL_JWT_SECRET must be at least 32 characters (HS256 wants 256 bits)")
+        if public_key:
+            _algorithm_for(public_key)  # one line now, not a 401 per request later
         pool_max = _int(env, "PRECALL_API_DB_POOL_MAX", 10)
         return cls(
             database_url=database_url(env),
@@ -71,6 +102,9 @@ class ApiConfig:
             pool_max=pool_max,
             statement_timeout_ms=_int(env, "PRECALL_DB_STATEMENT_TIMEOUT_MS", 5000),
             lock_timeout_ms=_int(env, "PRECALL_DB_LOCK_TIMEOUT_MS", 2000),
+            max_body_bytes=_int(env, "PRECALL_API_MAX_BODY_BYTES", 65536),
+            read_timeout_s=float(_int(env, "PRECALL_API_READ_TIMEOUT_S", 10)),
+            jwt_max_lifetime_s=_int(env, "PRECALL_JWT_MAX_LIFETIME_S", 86400),
         )
 
 

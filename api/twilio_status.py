@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Form, Header, Request
 from pydantic import BaseModel, ConfigDict, Field
 from twilio.request_validator import RequestValidator
 
-from precall.api.errors import ApiError, responses
+from precall.api.errors import BODY_LIMITS, ApiError, responses
 from precall.api.models import TwilioStatusAck
 from precall.api.settings import ApiConfig
 
@@ -57,7 +57,7 @@ def _done_at(raw: str | None) -> datetime | None:
             return None
 
 
-@router.post("/api/v1/webhooks/twilio/status", responses=responses(403, 422), tags=["providers"],
+@router.post("/api/v1/webhooks/twilio/status", responses=responses(403, 422, *BODY_LIMITS), tags=["providers"],
              dependencies=[Depends(verified_twilio_request)])
 async def twilio_status(form: Annotated[TwilioStatusForm, Form()], request: Request) -> TwilioStatusAck:
     """Applies an SMS delivery status; idempotent, and a late 'sent' never undoes 'delivered'."""
