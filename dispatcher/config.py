@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
 
+from precall.dispatcher.db import session_limits
 from precall.dispatcher.errors import ConfigError
 
 PushProvider = Literal["fcm", "log"]
@@ -85,6 +86,8 @@ class Config:
     max_in_flight: int = 64
     pool_min: int = 1
     pool_max: int = 10
+    statement_timeout_ms: int = 5000
+    lock_timeout_ms: int = 2000
     fallback_wait_s: float = 30.0
     call_webhook_url: str | None = None
     webhook_secret: str | None = None
@@ -94,6 +97,10 @@ class Config:
     metrics_port: int | None = None
     metrics_addr: str = "127.0.0.1"
     sms_prices: dict[str, tuple[Decimal, str]] = field(default_factory=lambda: dict(DEFAULT_SMS_PRICES))
+
+    @property
+    def session_options(self) -> str:
+        return session_limits(self.statement_timeout_ms, self.lock_timeout_ms)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -117,6 +124,8 @@ class Config:
             max_in_flight=int(_number(env, "PRECALL_MAX_IN_FLIGHT", 64, 1, 10000)),
             pool_min=int(_number(env, "PRECALL_DB_POOL_MIN", 1, 1, 100)),
             pool_max=int(_number(env, "PRECALL_DB_POOL_MAX", 10, 1, 500)),
+            statement_timeout_ms=int(_number(env, "PRECALL_DB_STATEMENT_TIMEOUT_MS", 5000, 100, 3_600_000)),
+            lock_timeout_ms=int(_number(env, "PRECALL_DB_LOCK_TIMEOUT_MS", 2000, 100, 3_600_000)),
             fallback_wait_s=_number(env, "PRECALL_FALLBACK_WAIT_S", 30.0, 1, 600),
             call_webhook_url=env.get("PRECALL_CALL_WEBHOOK_URL") or None,
             webhook_secret=env.get("PRECALL_WEBHOOK_SECRET") or None,

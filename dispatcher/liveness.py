@@ -35,8 +35,9 @@ RECONNECT_MAX_S = 5.0
 
 
 class Liveness:
-    def __init__(self, dsn: str, worker: str) -> None:
+    def __init__(self, dsn: str, worker: str, options: str = "") -> None:
         self._dsn = dsn
+        self._options = options
         self._worker = worker
         self._held: set[uuid.UUID] = set()
         self._registered = asyncio.Event()
@@ -74,7 +75,7 @@ class Liveness:
         backoff = 0.2
         while not stop.is_set():
             try:
-                conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True,
+                conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True, options=self._options,
                                                              application_name="precall-liveness")
             except psycopg.OperationalError as exc:
                 log.warning("liveness connection failed (%s); retrying in %.1fs", _line(exc), backoff)

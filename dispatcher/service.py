@@ -70,13 +70,14 @@ class Dispatcher:
         self._gone: list[str] = []
         self._sender: PreviewSender | None = None
         self.metrics = Metrics()
-        self.liveness = Liveness(config.database_url, self.worker)
+        self.liveness = Liveness(config.database_url, self.worker, config.session_options)
         self._liveness_stop = asyncio.Event()  # set last: our rows stay ours while in-flight sends finish
 
     async def run(self, stop: asyncio.Event) -> None:
         # No per-checkout connection check: it would double the idle query rate. A connection
         # broken by a server restart raises OperationalError once and is discarded.
-        pool = Database(self.config.database_url, self.config.pool_min, self.config.pool_max, "precall-dispatcher")
+        pool = Database(self.config.database_url, self.config.pool_min, self.config.pool_max, "precall-dispatcher",
+                        self.config.session_options)
         await pool.open()
         await self.push.start()
         await self.sms.start()

@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import psycopg
+import psycopg.errors
 
 from precall import sql
 from precall.dispatcher.db import Database
@@ -29,16 +30,30 @@ MAX_BATCH = 500
 WRITE_BACK_RETRY_S = 30.0
 
 
-async def with_retry(write: Callable[[], Awaitable[T]], what: str) -> T:
-    """Runs `write()` again while the database is away (a restart), for up to WRITE_BACK_RETRY_S."""
+# A row a DBA holds locked: each attempt waits lock_timeout (2 s), then tries again. The row stays
+# ours meanwhile (liveness renews its lease), so waiting longer than an outage costs nothing.
+LOCKED_RETRY_S = 300.0
+
+
+def blocked(exc: BaseException) -> bool:
+    """A lock_timeout or statement_timeout: this row's write waits on someone, the database is up."""
+    return isinstance(exc, (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled))
+
+
+async def with_retry(write: Callable[[], Awaitable[T]], what: str, *, retry_blocked: bool = True,
+                     ids: Mapping[str, object] | None = None) -> T:
+    """Runs `write()` again while the database is away (a restart), for up to WRITE_BACK_RETRY_S,
+    and while its rows are locked by another transaction, for up to LOCKED_RETRY_S."""
     delay, waited = 0.2, 0.0
     while True:
         try:
             return await write()
         except psycopg.OperationalError as exc:  # also a deadlock (TransactionRollbackError)
-            if waited >= WRITE_BACK_RETRY_S:
+            if blocked(exc) and not retry_blocked:
                 raise
-            log.warning("%s failed (%s); retrying in %.1fs", what, str(exc).strip()[:120], delay)
+            if waited >= (LOCKED_RETRY_S if blocked(exc) else WRITE_BACK_RETRY_S):
+                raise
+            log.warning("%s failed (%s); retrying in %.1fs", what, str(exc).strip()[:120], delay, extra=dict(ids or {}))
             await asyncio.sleep(delay)
             waited += delay
             delay = min(delay * 2, 5.0)
@@ -61,6 +76,7 @@ class SentWriter:
         self._pool = pool
         self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
         self._writing: asyncio.Task[None] | None = None
+        self._alone: set[asyncio.Task[None]] = set()
 
     async def record(self, params: dict[str, Any]) -> None:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -74,26 +90,35 @@ class SentWriter:
             while self._pending:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
                 try:
-                    await with_retry(lambda: self._write([p for p, _ in batch]), "write-back")
+                    await with_retry(lambda: self._write([p for p, _ in batch]), "write-back", retry_blocked=False)
                 except psycopg.Error as exc:
-                    if len(batch) == 1 or isinstance(exc, psycopg.OperationalError):
+                    if (isinstance(exc, psycopg.OperationalError) or len(batch) == 1) and not blocked(exc):
                         _settle(batch, exc)
                         continue
-                    # One row the database refuses must not fail its neighbours: one by one.
-                    log.warning("batched write-back refused (%s); writing %d rows one by one", exc, len(batch))
+                    # One row the database refuses, or one a DBA holds locked, must not fail or
+                    # hold its neighbours, nor the rows written after them: each row on its own,
+                    # in the background (a locked one keeps retrying while the others are written).
+                    log.warning("write-back of %d row(s) refused (%s); writing each on its own", len(batch),
+                                str(exc).strip()[:120])
                     for item in batch:
-                        try:
-                            await self._write([item[0]])
-                        except Exception as one_exc:  # noqa: BLE001 - that sender records it
-                            _settle([item], one_exc)
-                        else:
-                            _settle([item], None)
+                        task = asyncio.create_task(self._write_one(item))
+                        self._alone.add(task)
+                        task.add_done_callback(self._alone.discard)
                 except Exception as exc:  # noqa: BLE001 - handed to each sender, who records it
                     _settle(batch, exc)
                 else:
                     _settle(batch, None)
         finally:
             self._writing = None
+
+    async def _write_one(self, item: tuple[dict[str, Any], asyncio.Future[None]]) -> None:
+        try:
+            await with_retry(lambda: self._write([item[0]]), "write-back",
+                             ids={"notification_id": str(item[0].get("id"))})
+        except Exception as exc:  # noqa: BLE001 - that sender records it
+            _settle([item], exc)
+        else:
+            _settle([item], None)
 
     async def _write(self, rows: list[dict[str, Any]]) -> None:
         # UUIDs, datetimes and Decimals as their str(): what jsonb_to_recordset's columns parse.
