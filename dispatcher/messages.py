@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from precall.dispatcher.catalog import Catalog, Phrase
@@ -30,11 +31,33 @@ def streak_emoji(streak: int) -> str:
     return "💪"
 
 
+ZWJ = "\u200d"
+
+
+def _emoji_joiner(value: str, i: int) -> bool:
+    """A zero-width joiner inside an emoji sequence (👨‍👩‍👧, ❤️‍🔥): kept, it is part of the glyph."""
+    before = value[i - 1] if i > 0 else ""
+    after = value[i + 1] if i + 1 < len(value) else ""
+    return (bool(before) and (unicodedata.category(before) in ("So", "Sk") or before == "\ufe0f")
+            and bool(after) and unicodedata.category(after) == "So")
+
+
 def clean_text(value: str) -> str:
-    """Data for a message: NFC, control and surrogate characters removed, whitespace collapsed."""
+    """Data for a message: NFC; control, surrogate and format characters removed (bidi overrides
+    such as U+202E reorder the text around them, zero-width ones hide in it); whitespace
+    collapsed."""
     value = unicodedata.normalize("NFC", value)
-    value = "".join(" " if ch.isspace() else ch for ch in value if unicodedata.category(ch) not in ("Cc", "Cs") or ch.isspace())
-    return re.sub(r"\s+", " ", value).strip()
+    kept = []
+    for i, ch in enumerate(value):
+        if ch.isspace():
+            kept.append(" ")
+        elif unicodedata.category(ch) in ("Cc", "Cs"):
+            continue
+        elif unicodedata.category(ch) == "Cf" and not (ch == ZWJ and _emoji_joiner(value, i)):
+            continue
+        else:
+            kept.append(ch)
+    return re.sub(r"\s+", " ", "".join(kept)).strip()
 
 
 def coach_name(raw: str | None) -> str:
@@ -83,7 +106,8 @@ class PushText:
     body: str
 
 
-def resolve(catalog: Catalog, inp: MessageInput) -> Resolved:
+def resolve(catalog: Catalog, inp: MessageInput, ids: Mapping[str, object] | None = None) -> Resolved:
+    """`ids` (call, user, notification) go on any warning, so a log line names its preview."""
     notes: list[str] = []
     locale = catalog.resolve(inp.locale)
     if (inp.locale or "").replace("_", "-").lower() != locale:
@@ -91,11 +115,12 @@ def resolve(catalog: Catalog, inp: MessageInput) -> Resolved:
     name = coach_name(inp.coach_name)
     if not clean_text(inp.coach_name or ""):
         notes.append(f"no coach name -> {name}")
-    topic = catalog.topic(locale, inp.topic_key)
+    topic_key = clean_text(inp.topic_key) if inp.topic_key is not None else None
+    topic = catalog.topic(locale, topic_key)
     if topic is None:
         topic = catalog.unknown_topic(locale)
         notes.append(f"unknown topic {inp.topic_key!r} -> {topic.full!r}")
-        log.warning("unknown topic key %r, using a neutral phrase", inp.topic_key)
+        log.warning("unknown topic key %r, using a neutral phrase", inp.topic_key, extra=dict(ids or {}))
     streak = max(0, int(inp.streak))
     return Resolved(locale, name, streak, max(1, int(inp.minutes)), streak_emoji(streak), topic, notes)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from functools import cached_property
 
 from precall.dispatcher.catalog import Catalog
@@ -37,5 +38,6 @@ class Renderer:
         """PRECALL_FR_TYPOGRAPHY=1: narrow no-break spaces in French push text."""
         return cls(french_typography=os.environ.get("PRECALL_FR_TYPOGRAPHY") == "1")
 
-    def render(self, inp: MessageInput) -> RenderedPreview:
-        return RenderedPreview(resolve(self.catalog, inp), self.catalog, self.french_typography)
+    def render(self, inp: MessageInput, ids: Mapping[str, object] | None = None) -> RenderedPreview:
+        """`ids` name the preview in any warning the rendering logs."""
+        return RenderedPreview(resolve(self.catalog, inp, ids), self.catalog, self.french_typography)

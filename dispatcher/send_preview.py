@@ -97,7 +97,9 @@ class PreviewSender:
     async def _record(self, name: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         """Every write after a provider answered goes through here: retried while the database is
         away, so an outcome the provider gave is never lost to a restart."""
-        return await with_retry(lambda: self._exec(name, params), "write-back")
+        ids = {k: str(params[k]) for k in ("id", "call_id", "user_id") if params.get(k) is not None}
+        return await with_retry(lambda: self._exec(name, params), f"write-back ({name})",
+                                ids={("notification_id" if k == "id" else k): v for k, v in ids.items()})
 
     async def _unsent(self, nid: uuid.UUID, status: str, reason: str, *, type_: str | None = None,
                       channel: str | None = None, title: str | None = None, body: str | None = None,
@@ -161,7 +163,8 @@ class PreviewSender:
                 log.exception("could not record the failure", extra=row.ids())
 
     def _render(self, row: ClaimedPreview, minutes: int) -> RenderedPreview:
-        return self._renderer.render(MessageInput(row.coach_name, row.current_streak or 0, row.topic, row.locale, minutes))
+        return self._renderer.render(MessageInput(row.coach_name, row.current_streak or 0, row.topic, row.locale, minutes),
+                                     row.ids())
 
     async def _process(self, row: ClaimedPreview) -> None:
         if row.type == "fallback_sms":

@@ -203,3 +203,24 @@ def test_render_cli_prints_fallbacks_not_tracebacks() -> None:
     assert "UCS-2, 65 units, 1 segment(s), step as_written" in out.stdout
     bad = subprocess.run([sys.executable, "-m", "precall.cli", "render", "--channel", "fax"], capture_output=True, text=True)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_bidi_controls_and_zero_width_characters_never_reach_a_message() -> None:
+    """U+202E reverses what follows it on screen ("Max" + RLO + "txet" shows as "Maxtext…"); zero-width
+    characters hide inside a name. Both are removed; a ZWJ inside an emoji sequence stays."""
+    hostile = "Max\u202eLIAVED\u200b\u2066\u200f\ufeff"
+    r = render(name=hostile, topic="fitness\u200b_checkin")
+    for text in (r.push.title, r.push.body, r.sms.text):
+        assert not any(ch in text for ch in "\u202e\u200b\u2066\u200f\ufeff"), ascii(text)
+    assert r.push.title.startswith("Coach MaxLIAVED is calling")
+    assert r.push.body == "Day 12: your fitness goal check-in."  # the cleaned key is the known topic
+    assert coach_name("Léa \U0001F469\u200d\U0001F4BB") == "Léa \U0001F469\u200d\U0001F4BB"
+    assert coach_name("L\u200dé\u200da") == "Léa"
+
+
+def test_the_unknown_topic_warning_names_its_preview(caplog) -> None:
+    ids = {"call_id": "c-1", "user_id": "u-1", "notification_id": "n-1"}
+    with caplog.at_level("WARNING", logger="precall.messages"):
+        Renderer().render(MessageInput("Max", 12, "no_such_topic", "en", 5), ids)
+    [rec] = [r for r in caplog.records if "unknown topic" in r.getMessage()]
+    assert (rec.call_id, rec.user_id, rec.notification_id) == ("c-1", "u-1", "n-1")
