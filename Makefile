@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PG_CRON_SO := $(wildcard /usr/lib/postgresql/*/lib/pg_cron.so)
 
-.PHONY: install system-deps test demo demo-down bench bench-planning bench-throughput bench-lateness bench-burst bench-sdk-ceiling bench-chaos typecheck clean
+.PHONY: install system-deps test demo demo-down bench bench-planning bench-throughput bench-lateness bench-burst bench-sdk-ceiling bench-chaos bench-size typecheck clean
 
 install: system-deps $(STAMP)
 
@@ -61,6 +61,10 @@ bench-sdk-ceiling: install
 
 bench-chaos: install
 	$(BIN)/python bench/chaos.py
+
+# 300k users, 1M calls, 500k notification_logs: retention, the API's hot paths, planning.
+bench-size: install
+	$(BIN)/python bench/size.py
 
 # mypy cannot see through setuptools' editable import hook: check a symlinked precall/ tree.
 typecheck: install

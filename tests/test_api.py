@@ -275,17 +275,21 @@ def callback(status: str, sid: str = SID, **extra: str) -> dict[str, str]:
 
 def test_signed_twilio_callback_updates_the_row_and_unsigned_or_tampered_get_403(api, conn, make) -> None:
     uid = make.user()
-    nid, _ = sent_push(conn, make, uid, type="preview_sms", channel="sms", provider_id=SID)
+    ten_min_ago = datetime.now(timezone.utc) - timedelta(minutes=10)
+    nid, _ = sent_push(conn, make, uid, type="preview_sms", channel="sms", provider_id=SID,
+                       attempted_at=ten_min_ago, sent_at=ten_min_ago)
     assert twilio_post(api, callback("delivered"), sign=False).status_code == 403
     assert twilio_post(api, callback("delivered"), tamper=True).status_code == 403
     assert twilio_post(api, callback("delivered"), token="wrong-token").status_code == 403
     assert twilio_post(api, callback("delivered"), url="https://hooks.example.com/other").status_code == 403
     assert row(conn, "SELECT status FROM notification_logs WHERE id = %s", nid)["status"] == "sent"
 
-    r = twilio_post(api, callback("delivered", RawDlrDoneDate="2611251630"))
+    # The carrier's YYMMDDhhmm (UTC), five minutes ago: taken as is (it lies between the send and now).
+    done = (datetime.now(timezone.utc) - timedelta(minutes=5)).replace(second=0, microsecond=0)
+    r = twilio_post(api, callback("delivered", RawDlrDoneDate=done.strftime("%y%m%d%H%M")))
     assert r.status_code == 200 and r.json() == {"status": "applied"}
     got = row(conn, "SELECT status, delivered_at FROM notification_logs WHERE id = %s", nid)
-    assert got == {"status": "delivered", "delivered_at": datetime(2026, 11, 25, 16, 30, tzinfo=timezone.utc)}
+    assert got == {"status": "delivered", "delivered_at": done}
     # Out of order and repeated: a late 'sent' and a repeated 'delivered' change nothing.
     assert twilio_post(api, callback("sent")).json() == {"status": "applied"}
     assert twilio_post(api, callback("delivered")).json() == {"status": "duplicate"}

@@ -223,3 +223,10 @@ END
 $$;
 -- CREATE OR REPLACE resets the function's settings: a misestimate must never buy a JIT compile.
 ALTER FUNCTION precall.plan_calls(uuid[], timestamptz) SET jit = off;
+
+-------------------------------------------------------------------------------------------------
+-- The last foreign key without an index: deleting a coach persona set its users' column to NULL
+-- by a scan of users. (On a large existing table build it first:
+--   CREATE INDEX CONCURRENTLY users_coach_persona_idx ON users (coach_persona_id) WHERE coach_persona_id IS NOT NULL;)
+-------------------------------------------------------------------------------------------------
+CREATE INDEX IF NOT EXISTS users_coach_persona_idx ON users (coach_persona_id) WHERE coach_persona_id IS NOT NULL;
