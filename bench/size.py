@@ -83,7 +83,7 @@ def load(conn: psycopg.Connection, users: int, calls: int, logs: int) -> dict[st
         " SELECT n.user_id, n.call_id, 'fallback_sms', 'sms', 'sent', 'SMf' || lpad(to_hex(row_number() OVER ()), 31, '0'),"
         "        n.send_at + interval '30 s', n.send_at + interval '30 s', n.send_at + interval '30 s', n.planned_for,"
         "        n.id, n.created_at + interval '30 s'"
-        " FROM notification_logs n WHERE n.type = 'preview_push' AND (hashtext(n.id::text) %% 10) = 0")
+        " FROM notification_logs n WHERE n.type = 'preview_push' AND (hashtext(n.id::text) % 10) = 0")
     took["logs_s"] = time.perf_counter() - t0
     for table in ("users", "scheduled_calls", "notification_logs"):
         conn.execute(f"VACUUM ANALYZE {table}")
