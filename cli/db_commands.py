@@ -28,7 +28,7 @@ def migrate_cmd(
     dsn = database_url()
     applied = migrate.migrate(dsn)
     for m in applied:
-        typer.echo(f"applied {m.version:04d}_{m.name}")
+        typer.echo(f"applied {m.label}")
     if not applied:
         typer.echo("database is up to date")
     if with_cron:
@@ -75,7 +75,9 @@ def status_cmd() -> None:
     for version, name, at in st.applied:
         typer.echo(f"applied  {version:04d}_{name}  {at}")
     for m in st.pending:
-        typer.echo(f"pending  {m.version:04d}_{m.name}")
+        typer.echo(f"pending  {m.label}")
+    for r in st.stale:
+        typer.echo(f"pending  {r.label} (changed since the last migrate)")
     try:
         cs = cron.state(dsn, _cron_dsn(dsn))
     except CronUnavailable as exc:

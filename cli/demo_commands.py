@@ -139,7 +139,7 @@ def setup_cmd() -> str:
     dsn = _demo_dsn()
     os.environ["DATABASE_URL"] = dsn
     for m in migrate.migrate(dsn):
-        typer.echo(f"applied {m.version:04d}_{m.name}")
+        typer.echo(f"applied {m.label}")
     st = cron.install(dsn, cron.cron_dsn(dsn, os.environ.get("PRECALL_CRON_DATABASE_URL")))
     typer.echo(f"pg_cron: planning every minute in {st.app_database}")
     typer.echo(f"seeded {seed(dsn)} calls")

@@ -34,9 +34,10 @@ def _schema(dsn: str) -> list[Finding]:
         st = migrate.status(dsn)
     except PrecallError as exc:
         return [Finding("migrations", "fail", str(exc))]
-    if st.pending:
-        names = ", ".join(f"{m.version:04d}_{m.name}" for m in st.pending)
-        return [Finding("migrations", "fail", f"{len(st.pending)} pending ({names}): run precall db migrate")]
+    if st.pending or st.stale:
+        names = ", ".join([m.label for m in st.pending] + [r.label for r in st.stale])
+        count = len(st.pending) + len(st.stale)
+        return [Finding("migrations", "fail", f"{count} pending ({names}): run precall db migrate")]
     return [Finding("migrations", "ok", f"{len(st.applied)} applied, none pending")]
 
 

@@ -1,4 +1,11 @@
-"""Applies sql/migrations in order, once, under an advisory lock, recorded in a ledger."""
+"""Applies sql/migrations in order, once, then every sql/functions file whose text changed, under
+one advisory lock, each recorded in a ledger.
+
+Numbered migrations are append-only (tables, columns, indexes, data, DROPs of superseded
+signatures); a function's current definition lives in exactly one sql/functions file, re-applied
+after the numbered ones whenever its checksum differs from the one recorded (as Flyway's
+repeatable migrations). A numbered migration therefore must not rely on a function body changed
+in the same release."""
 
 from __future__ import annotations
 
@@ -20,6 +27,11 @@ CREATE TABLE IF NOT EXISTS precall.schema_migrations (
     checksum text NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT now()
 );
+CREATE TABLE IF NOT EXISTS precall.schema_repeatables (
+    name text PRIMARY KEY,
+    checksum text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
 """
 
 
@@ -27,6 +39,7 @@ CREATE TABLE IF NOT EXISTS precall.schema_migrations (
 class MigrationState:
     applied: list[tuple[int, str, str]]  # version, name, applied_at
     pending: list[sql.Migration]
+    stale: list[sql.Repeatable]  # sql/functions files changed (or new) since the last migrate
 
 
 def _applied(conn: psycopg.Connection) -> dict[int, tuple[str, str, str]]:
@@ -55,18 +68,27 @@ def _check(applied: dict[int, tuple[str, str, str]], code: list[sql.Migration]) 
     return [m for m in code if m.version not in applied]
 
 
+def _stale(conn: psycopg.Connection) -> list[sql.Repeatable]:
+    exists = conn.execute("SELECT to_regclass('precall.schema_repeatables') IS NOT NULL").fetchone()
+    recorded: dict[str, str] = {}
+    if exists and exists[0]:
+        recorded = dict(conn.execute("SELECT name, checksum FROM precall.schema_repeatables").fetchall())
+    return [r for r in sql.repeatables() if recorded.get(r.name) != r.checksum]
+
+
 def status(dsn: str) -> MigrationState:
     """Applied and pending migrations; raises if ledger and code disagree."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         applied = _applied(conn)
         pending = _check(applied, sql.migrations())
-        return MigrationState([(v, n, at) for v, (n, _, at) in applied.items()], pending)
+        return MigrationState([(v, n, at) for v, (n, _, at) in applied.items()], pending, _stale(conn))
 
 
-def migrate(dsn: str) -> list[sql.Migration]:
-    """Applies pending migrations, each in its own transaction; returns those applied."""
+def migrate(dsn: str) -> list[sql.Migration | sql.Repeatable]:
+    """Applies pending migrations, then changed sql/functions files, each in its own
+    transaction; returns those applied."""
     code = sql.migrations()
-    done: list[sql.Migration] = []
+    done: list[sql.Migration | sql.Repeatable] = []
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(_LOCK)
         try:
@@ -83,6 +105,20 @@ def migrate(dsn: str) -> list[sql.Migration]:
                     reason = exc.diag.message_primary or str(exc).splitlines()[0]
                     raise MigrationError(f"migration {migration.version:04d}_{migration.name}.sql failed: {reason}") from exc
                 done.append(migration)
+            for repeatable in _stale(conn):
+                try:
+                    with conn.transaction():
+                        # As pg_dump: bodies are checked when they run, so files need no order.
+                        conn.execute("SET LOCAL check_function_bodies = off")
+                        conn.execute(repeatable.sql.encode())
+                        conn.execute(
+                            "INSERT INTO precall.schema_repeatables (name, checksum) VALUES (%s, %s)"
+                            " ON CONFLICT (name) DO UPDATE SET checksum = excluded.checksum, applied_at = now()",
+                            (repeatable.name, repeatable.checksum))
+                except psycopg.Error as exc:
+                    reason = exc.diag.message_primary or str(exc).splitlines()[0]
+                    raise MigrationError(f"sql/{repeatable.label} failed: {reason}") from exc
+                done.append(repeatable)
         finally:
             if not conn.closed:
                 conn.execute(_UNLOCK)

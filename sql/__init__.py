@@ -1,4 +1,5 @@
-"""precall's SQL: numbered migrations and named queries, loaded as package resources."""
+"""precall's SQL: numbered migrations, the repeatable definitions of functions, views and
+triggers (sql/functions/), and named queries, loaded as package resources."""
 
 from __future__ import annotations
 
@@ -23,6 +24,27 @@ class Migration:
     def checksum(self) -> str:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
+    @property
+    def label(self) -> str:
+        return f"{self.version:04d}_{self.name}"
+
+
+@dataclass(frozen=True)
+class Repeatable:
+    """One file of sql/functions/: the current definition of every function, view and trigger
+    of an area, re-applied whenever the file changes."""
+
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+    @property
+    def label(self) -> str:
+        return f"functions/{self.name}"
+
 
 def migrations() -> list[Migration]:
     """Every migration file, in version order; a badly named file is an error, not skipped."""
@@ -39,6 +61,14 @@ def migrations() -> list[Migration]:
     if len(set(versions)) != len(versions):
         raise ValueError(f"duplicate migration versions in {versions}")
     return found
+
+
+def repeatables() -> list[Repeatable]:
+    """sql/functions/*.sql by name. Their order does not matter: each file holds its triggers after
+    their functions, views read tables only, and function bodies are checked when they run."""
+    files = resources.files(__name__).joinpath("functions").iterdir()
+    return sorted((Repeatable(e.name, e.read_text(encoding="utf-8")) for e in files if e.name.endswith(".sql")),
+                  key=lambda r: r.name)
 
 
 def script(name: str) -> LiteralString:

@@ -1,0 +1,233 @@
+-- Operators' tools: the KPI views and kpis(), manual sends, capacity at risk, retention.
+--
+-- The current definition of each object below; `precall db migrate` re-applies this file when it
+-- changes (after the numbered migrations). Edit here, never in sql/migrations/.
+
+-- One row per notification with the dimensions stats group by (user's locale and platform now,
+-- the row's UTC day) and the facts the KPIs count. Manual sends are excluded from lateness.
+CREATE OR REPLACE VIEW precall.notification_facts AS
+SELECT n.id, n.user_id, n.call_id, n.type, n.channel, n.status, n.created_at,
+       (n.created_at AT TIME ZONE 'UTC')::date AS day,
+       u.locale, coalesce(u.platform, 'none') AS platform,
+       n.sent_at IS NOT NULL AS sent,
+       n.delivered_at IS NOT NULL AS delivered,
+       n.opened_at IS NOT NULL AS opened,
+       n.late_receipt,
+       CASE WHEN n.manual_by IS NULL AND n.attempted_at IS NOT NULL AND n.send_at IS NOT NULL
+            THEN extract(epoch FROM n.attempted_at - n.send_at) * 1000 END AS lateness_ms,
+       CASE WHEN n.channel = 'push' AND n.delivered_at IS NOT NULL AND n.sent_at IS NOT NULL
+            THEN extract(epoch FROM n.delivered_at - n.sent_at) * 1000 END AS time_to_receipt_ms,
+       CASE WHEN n.sent_at IS NOT NULL THEN n.cost_estimate END AS cost,
+       n.cost_currency
+FROM notification_logs n
+JOIN users u ON u.id = n.user_id;
+
+-- One row per call that reached its time (answered, no_answer, failed), with the channel of the
+-- preview that went out for it ('none' when none did).
+CREATE OR REPLACE VIEW precall.call_facts AS
+SELECT c.id, c.user_id, c.scheduled_at, c.status,
+       (c.scheduled_at AT TIME ZONE 'UTC')::date AS day,
+       u.locale, coalesce(u.platform, 'none') AS platform,
+       coalesce((SELECT n.channel FROM notification_logs n
+                 WHERE n.call_id = c.id AND n.type IN ('preview_push', 'preview_sms') AND n.sent_at IS NOT NULL
+                 ORDER BY n.sent_at LIMIT 1), 'none') AS channel,
+       c.status = 'answered' AS answered
+FROM scheduled_calls c
+JOIN users u ON u.id = c.user_id
+WHERE c.status IN ('answered', 'no_answer', 'failed');
+
+-- Claims a preview for a manual send, leased to p_worker, shaped like claim_due_previews().
+-- Without p_force: refuses when a preview already left for this call time (saying when and how)
+-- or is being sent right now; takes over the planned row when there is one. With p_force: a new
+-- row marked resend. Errors are SQLSTATE P0001 with a readable message.
+CREATE OR REPLACE FUNCTION precall.claim_manual_preview(p_call_id uuid, p_worker text, p_force boolean DEFAULT false, p_type text DEFAULT NULL::text)
+ RETURNS TABLE(id uuid, call_id uuid, user_id uuid, type text, parent_id uuid, send_at timestamp with time zone, scheduled_at timestamp with time zone, attempts integer, topic text, phone_number text, locale text, coach_name text, current_streak integer, fcm_token text, platform text, push_enabled boolean, notification_pref text, sms_opted_out boolean)
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    v_call scheduled_calls;
+    v_user users;
+    v_sent notification_logs;
+    v_id uuid;
+    v_now timestamptz := clock_timestamp();
+    v_lease interval := (SELECT s.lease FROM precall.settings s);
+BEGIN
+    SELECT * INTO v_call FROM scheduled_calls c WHERE c.id = p_call_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no call with id %', p_call_id;
+    ELSIF v_call.status <> 'pending' THEN
+        RAISE EXCEPTION 'call % is %, not pending: nothing to preview', p_call_id, v_call.status;
+    ELSIF v_call.scheduled_at <= v_now THEN
+        RAISE EXCEPTION 'call % was due at %: too late for a preview', p_call_id, v_call.scheduled_at;
+    END IF;
+    SELECT * INTO v_user FROM users u WHERE u.id = v_call.user_id;
+    IF NOT p_force THEN
+        SELECT * INTO v_sent FROM notification_logs n
+        WHERE n.call_id = p_call_id AND n.planned_for = v_call.scheduled_at
+          AND n.status IN ('sent', 'delivered', 'opened', 'sending')
+        ORDER BY n.sent_at DESC NULLS FIRST LIMIT 1;
+        IF FOUND AND v_sent.status = 'sending' THEN
+            RAISE EXCEPTION 'a preview for call % is being sent right now by %', p_call_id, v_sent.lease_owner;
+        ELSIF FOUND THEN
+            RAISE EXCEPTION 'a preview for call % was already sent at % by % (%, notification %); use --force to send again',
+                p_call_id, v_sent.sent_at, v_sent.channel, v_sent.type, v_sent.id;
+        END IF;
+        UPDATE notification_logs n
+        SET status = 'sending', lease_owner = p_worker, lease_expires_at = v_now + v_lease,
+            attempts = n.attempts + 1, manual_by = p_worker, type = coalesce(p_type, n.type),
+            send_at = least(n.send_at, v_now), updated_at = v_now
+        WHERE n.call_id = p_call_id AND n.status = 'queued' AND n.type IN ('preview_push', 'preview_sms')
+        RETURNING n.id INTO v_id;
+    END IF;
+    IF v_id IS NULL THEN
+        INSERT INTO notification_logs AS n (user_id, call_id, type, status, reason, send_at, planned_for,
+                                            lease_owner, lease_expires_at, attempts, manual_by, resend)
+        VALUES (v_call.user_id, p_call_id, coalesce(p_type, precall.guess_preview_type(v_user)), 'sending',
+                CASE WHEN p_force THEN 'manual resend' ELSE 'manual send' END, v_now, v_call.scheduled_at,
+                p_worker, v_now + v_lease, 1, p_worker, p_force)
+        RETURNING n.id INTO v_id;
+    END IF;
+    RETURN QUERY
+    SELECT n.id, n.call_id, n.user_id, n.type::text, n.parent_id, n.send_at, i.scheduled_at, n.attempts, i.topic,
+           i.phone_number, i.locale, i.coach_name, i.current_streak, i.fcm_token, i.platform, i.push_enabled,
+           i.notification_pref, i.sms_opted_out
+    FROM notification_logs n, precall.preview_inputs(p_call_id) i
+    WHERE n.id = v_id;
+END
+$function$;
+
+-- The KPIs since p_since, grouped by p_by ('all', 'channel', 'locale', 'platform' or 'day'):
+-- one row per group and KPI with numerator, denominator, value and target. calls_expired: call
+-- jobs not handed off within precall.settings.call_grace / call jobs that reached an outcome.
+CREATE OR REPLACE FUNCTION precall.kpis(p_since timestamp with time zone, p_by text DEFAULT 'all'::text)
+ RETURNS TABLE(grp text, kpi text, numerator numeric, denominator numeric, value numeric, target numeric, meets_target boolean)
+ LANGUAGE plpgsql
+ STABLE
+AS $function$
+BEGIN
+    IF p_by NOT IN ('all', 'channel', 'locale', 'platform', 'day') THEN
+        RAISE EXCEPTION 'cannot group by %: use channel, locale, platform or day', p_by;
+    END IF;
+    RETURN QUERY
+    WITH n AS (
+        SELECT f.*, CASE p_by WHEN 'all' THEN 'all' WHEN 'channel' THEN coalesce(f.channel, 'none')
+                    WHEN 'locale' THEN f.locale::text WHEN 'platform' THEN f.platform::text ELSE f.day::text END AS g
+        FROM precall.notification_facts f WHERE f.created_at >= p_since
+    ), c AS (
+        SELECT f.*, CASE p_by WHEN 'all' THEN 'all' WHEN 'channel' THEN f.channel
+                    WHEN 'locale' THEN f.locale::text WHEN 'platform' THEN f.platform::text ELSE f.day::text END AS g
+        FROM precall.call_facts f WHERE f.scheduled_at >= p_since
+    ), j AS (
+        SELECT CASE p_by WHEN 'all' THEN 'all' WHEN 'channel' THEN 'none'
+                    WHEN 'locale' THEN u.locale::text WHEN 'platform' THEN coalesce(u.platform::text, 'none')
+                    ELSE (cj.due_at AT TIME ZONE 'UTC')::date::text END AS g,
+               cj.status
+        FROM precall.call_jobs cj JOIN users u ON u.id = cj.user_id
+        WHERE cj.due_at >= p_since AND cj.status IN ('fired', 'failed', 'expired')
+    ), raw AS (
+        SELECT c.g, 'call_answer_rate' AS kpi, count(*) FILTER (WHERE c.answered)::numeric AS num, count(*)::numeric AS den
+        FROM c GROUP BY c.g
+        UNION ALL
+        SELECT n.g, 'open_rate', count(*) FILTER (WHERE n.opened), count(*) FILTER (WHERE n.delivered)
+        FROM n WHERE n.channel = 'push' GROUP BY n.g
+        UNION ALL
+        SELECT n.g, 'push_delivery_rate', count(*) FILTER (WHERE n.delivered), count(*) FILTER (WHERE n.sent)
+        FROM n WHERE n.channel = 'push' GROUP BY n.g
+        UNION ALL
+        SELECT n.g, 'fallback_sms_rate', count(*) FILTER (WHERE n.type = 'fallback_sms' AND n.sent),
+               count(*) FILTER (WHERE n.type IN ('preview_push', 'preview_sms') AND n.sent)
+        FROM n GROUP BY n.g
+        UNION ALL
+        SELECT n.g, 'late_receipts', count(*) FILTER (WHERE n.late_receipt), count(*) FILTER (WHERE n.delivered AND n.channel = 'push')
+        FROM n GROUP BY n.g
+        UNION ALL
+        SELECT j.g, 'calls_expired', count(*) FILTER (WHERE j.status = 'expired'), count(*)
+        FROM j GROUP BY j.g
+    )
+    SELECT raw.g, raw.kpi, raw.num, raw.den,
+           CASE WHEN raw.den > 0 THEN round(raw.num / raw.den, 4) END,
+           t.target,
+           CASE WHEN raw.den = 0 OR t.target IS NULL THEN NULL
+                WHEN t.higher_is_better THEN raw.num / raw.den >= t.target
+                ELSE raw.num / raw.den <= t.target END
+    FROM raw LEFT JOIN precall.kpi_targets t ON t.kpi = raw.kpi
+    WHERE raw.den > 0 OR raw.num > 0
+    UNION ALL
+    SELECT n.g, 'lateness_p' || q.p, NULL, count(n.lateness_ms)::numeric,
+           round(percentile_cont(q.p / 100.0) WITHIN GROUP (ORDER BY n.lateness_ms)::numeric, 1),
+           t.target,
+           CASE WHEN t.target IS NULL THEN NULL
+                ELSE percentile_cont(q.p / 100.0) WITHIN GROUP (ORDER BY n.lateness_ms) <= t.target END
+    FROM n CROSS JOIN (VALUES (50), (95), (99)) AS q(p)
+    LEFT JOIN precall.kpi_targets t ON t.kpi = 'lateness_p' || q.p || '_ms'
+    WHERE n.lateness_ms IS NOT NULL
+    GROUP BY n.g, q.p, t.target
+    UNION ALL
+    SELECT n.g, 'time_to_receipt_p' || q.p, NULL, count(n.time_to_receipt_ms)::numeric,
+           round(percentile_cont(q.p / 100.0) WITHIN GROUP (ORDER BY n.time_to_receipt_ms)::numeric, 1), NULL, NULL
+    FROM n CROSS JOIN (VALUES (50), (90), (99)) AS q(p)
+    WHERE n.time_to_receipt_ms IS NOT NULL
+    GROUP BY n.g, q.p
+    UNION ALL
+    SELECT n.g, 'sms_spend_' || n.cost_currency, sum(n.cost), count(n.cost)::numeric, sum(n.cost), NULL, NULL
+    FROM n WHERE n.cost IS NOT NULL AND n.cost_currency IS NOT NULL
+    GROUP BY n.g, n.cost_currency
+    ORDER BY 1, 2;
+END
+$function$;
+
+-- Deletes finished notification rows (and Twilio status events, finished call jobs) older than
+-- precall.settings.retention, p_batch rows per transaction so no lock or snapshot is held long.
+-- Returns nothing; run it with CALL (pg_cron does, daily).
+CREATE OR REPLACE PROCEDURE precall.prune_notification_logs(IN p_batch integer DEFAULT 5000, IN p_max_batches integer DEFAULT 1000)
+ LANGUAGE plpgsql
+AS $procedure$
+DECLARE
+    v_cutoff timestamptz := now() - (SELECT retention FROM precall.settings);
+    v_deleted integer;
+    v_batches integer := 0;
+BEGIN
+    LOOP
+        DELETE FROM notification_logs
+        WHERE id IN (SELECT id FROM notification_logs
+                     WHERE created_at < v_cutoff AND status NOT IN ('queued', 'sending')
+                     LIMIT p_batch FOR UPDATE SKIP LOCKED);
+        GET DIAGNOSTICS v_deleted = ROW_COUNT;
+        COMMIT;
+        v_batches := v_batches + 1;
+        EXIT WHEN v_deleted < p_batch OR v_batches >= p_max_batches;
+    END LOOP;
+    DELETE FROM precall.sms_status_events WHERE received_at < v_cutoff;
+    COMMIT;
+    DELETE FROM precall.call_jobs WHERE due_at < v_cutoff AND status NOT IN ('queued', 'firing');
+    COMMIT;
+END
+$procedure$;
+
+-- The queued previews on p_channel ('push' or 'sms') that, sent in send_at order at
+-- p_per_second in total (all dispatchers together), could not leave before their call's cut-off
+-- (scheduled_at - min_notice). projected_at is when each would leave: the k-th row at
+-- max over earlier rows j of (send_at_j + (k - j) / rate).
+CREATE OR REPLACE FUNCTION precall.previews_at_risk(p_per_second numeric, p_channel text DEFAULT 'push'::text)
+ RETURNS TABLE(id uuid, call_id uuid, send_at timestamp with time zone, projected_at timestamp with time zone, scheduled_at timestamp with time zone, late_by interval)
+ LANGUAGE sql
+ STABLE
+AS $function$
+    WITH q AS (
+        SELECT n.id, n.call_id, n.send_at, c.scheduled_at,
+               (row_number() OVER w - 1) / p_per_second AS k_s
+        FROM notification_logs n
+        JOIN scheduled_calls c ON c.id = n.call_id
+        WHERE n.status = 'queued' AND n.channel = p_channel
+        WINDOW w AS (ORDER BY n.send_at, n.id)
+    ), projected AS (
+        SELECT q.*, to_timestamp(q.k_s + max(extract(epoch FROM q.send_at) - q.k_s)
+                    OVER (ORDER BY q.send_at, q.id ROWS UNBOUNDED PRECEDING)) AS projected_at
+        FROM q
+    )
+    SELECT p.id, p.call_id, p.send_at, p.projected_at, p.scheduled_at,
+           p.projected_at - (p.scheduled_at - s.min_notice)
+    FROM projected p CROSS JOIN precall.settings s
+    WHERE p.projected_at > p.scheduled_at - s.min_notice
+    ORDER BY p.send_at, p.id
+$function$;

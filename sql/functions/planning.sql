@@ -1,0 +1,301 @@
+-- Planning: which calls get a preview when, the triggers that re-plan moved or cancelled calls
+-- and changed preferences, and the wake-up hint for dispatchers (next_due, NOTIFY precall_due).
+--
+-- The current definition of each object below; `precall db migrate` re-applies this file when it
+-- changes (after the numbered migrations). Edit here, never in sql/migrations/.
+
+-- The path the spec's select_notification_path would take for this user right now (planning
+-- guess only; the dispatcher decides again from the user's row at send time).
+CREATE OR REPLACE FUNCTION precall.guess_preview_type(u users)
+ RETURNS text
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT CASE
+        WHEN u.notification_pref = 'sms_only' THEN 'preview_sms'
+        WHEN u.notification_pref = 'push_and_sms' THEN 'preview_push'
+        WHEN u.fcm_token IS NOT NULL AND u.push_enabled THEN 'preview_push'
+        WHEN u.phone_number IS NOT NULL AND NOT u.sms_opted_out THEN 'preview_sms'
+        ELSE 'preview_push'
+    END
+$function$;
+
+-- Plans the previews and call jobs of the given calls (NULL: every call in the window),
+-- writes 'skipped' rows past the cut-off, and NOTIFYs precall_due once. Returns rows planned.
+CREATE OR REPLACE FUNCTION precall.plan_calls(p_call_ids uuid[], p_now timestamp with time zone DEFAULT clock_timestamp())
+ RETURNS integer
+ LANGUAGE plpgsql
+ SET jit TO 'off'
+AS $function$
+DECLARE
+    v_settings precall.settings;
+    v_max_lead integer := 0;
+    v_source text;
+    v_planned integer;
+    v_next timestamptz;
+BEGIN
+    IF cardinality(p_call_ids) = 0 THEN
+        RETURN 0;
+    END IF;
+    SELECT * INTO v_settings FROM precall.settings;
+    IF p_call_ids IS NULL THEN
+        -- The largest lead in use (an index lookup) bounds the scan, instead of the 60-minute maximum.
+        v_max_lead := coalesce((SELECT max(u.notification_lead_min) FROM users u), 0);
+        v_source := 'precall.calls_in_window($1, $2, $3)';
+    ELSE
+        v_source := 'precall.calls_by_id_in_window($1, $2, $5)';
+    END IF;
+    -- EXECUTE plans with the values themselves, so the planner sees how few calls the range
+    -- holds; a cached generic plan would guess (and at 10M calls hash-join every user).
+    EXECUTE format($q$
+        WITH candidates AS MATERIALIZED (
+            SELECT * FROM %s
+        ), inserted AS (
+            INSERT INTO notification_logs (user_id, call_id, type, channel, status, reason, send_at, planned_for)
+            SELECT cd.user_id, cd.call_id, cd.type,
+                   CASE cd.type WHEN 'preview_sms' THEN 'sms' ELSE 'push' END,
+                   CASE WHEN cd.scheduled_at - $1 < $4 THEN 'skipped' ELSE 'queued' END,
+                   CASE WHEN cd.scheduled_at <= $1
+                        THEN format('in_past: the call at %%s was %%s ago when it was planned',
+                                    cd.scheduled_at, date_trunc('second', $1 - cd.scheduled_at))
+                        WHEN cd.scheduled_at - $1 < $4
+                        THEN format('too_late: planned %%s before the call, cut-off is %%s',
+                                    date_trunc('second', cd.scheduled_at - $1), $4) END,
+                   cd.send_at, cd.scheduled_at
+            FROM candidates cd
+            WHERE NOT EXISTS (
+                SELECT 1 FROM notification_logs n
+                WHERE n.call_id = cd.call_id
+                  AND n.type IN ('preview_push', 'preview_sms')
+                  AND n.planned_for = cd.scheduled_at
+                  AND n.status <> 'cancelled')
+            ON CONFLICT DO NOTHING
+            RETURNING status, send_at
+        ), jobs AS (
+            INSERT INTO precall.call_jobs AS j (call_id, user_id, due_at)
+            SELECT cd.call_id, cd.user_id, cd.scheduled_at FROM candidates cd
+            WHERE cd.scheduled_at > $1
+            ON CONFLICT (call_id) DO UPDATE
+                SET due_at = excluded.due_at, status = 'queued', reason = NULL, updated_at = now()
+                -- A fired job fires again only if the call moved; a queued one at the same time is left alone.
+                WHERE j.status = 'cancelled' OR j.due_at <> excluded.due_at
+        )
+        SELECT count(*) FILTER (WHERE status = 'queued'), min(send_at) FILTER (WHERE status = 'queued')
+        FROM inserted
+    $q$, v_source)
+    INTO v_planned, v_next
+    USING p_now, v_settings.lookahead, v_max_lead, v_settings.min_notice, p_call_ids;
+
+    IF v_planned > 0 THEN
+        PERFORM precall.notify_due(v_planned, v_next);
+    END IF;
+    RETURN v_planned;
+END
+$function$;
+
+-- Wakes the dispatchers: a small versioned JSON payload, a hint only (never the truth).
+CREATE OR REPLACE FUNCTION precall.notify_due(p_count integer, p_next_send_at timestamp with time zone)
+ RETURNS void
+ LANGUAGE sql
+AS $function$
+    SELECT pg_notify('precall_due', json_build_object(
+        'v', 1, 'type', 'previews_planned', 'count', p_count,
+        'next_send_at', p_next_send_at)::text)
+$function$;
+
+-- The pg_cron job: plans every preview due within the lookahead window.
+CREATE OR REPLACE FUNCTION precall.plan_due_previews(p_now timestamp with time zone DEFAULT clock_timestamp())
+ RETURNS integer
+ LANGUAGE sql
+AS $function$
+    SELECT precall.plan_calls(NULL, p_now)
+$function$;
+
+-- Cancels the unsent previews (and optionally the call job) of one call, leaving the reason.
+CREATE OR REPLACE FUNCTION precall.cancel_unsent(p_call_id uuid, p_reason text, p_with_call_job boolean)
+ RETURNS integer
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    v_count integer;
+BEGIN
+    UPDATE notification_logs
+    SET status = 'cancelled', reason = p_reason, updated_at = now(),
+        lease_owner = NULL, lease_expires_at = NULL
+    WHERE call_id = p_call_id AND status = 'queued';
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    IF p_with_call_job THEN
+        UPDATE precall.call_jobs
+        SET status = 'cancelled', reason = p_reason, updated_at = now()
+        WHERE call_id = p_call_id AND status = 'queued';
+    END IF;
+    RETURN v_count;
+END
+$function$;
+
+-- New calls: plan at once when their preview falls inside the window.
+CREATE OR REPLACE FUNCTION precall.tg_scheduled_calls__after_insert()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    -- Pre-filter on the widest window (60-minute lead + lookahead) so a bulk load stays cheap.
+    PERFORM precall.plan_calls(ARRAY(
+        SELECT id FROM new_calls
+        WHERE status = 'pending' AND scheduled_at <= clock_timestamp() + interval '70 minutes'));
+    RETURN NULL;
+END
+$function$;
+
+-- Moved or cancelled calls: cancel what is unsent, then re-plan for the new time.
+CREATE OR REPLACE FUNCTION precall.tg_scheduled_calls__after_update()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    IF NEW.status <> 'pending' THEN
+        PERFORM precall.cancel_unsent(NEW.id, format('call_%s', NEW.status), NEW.status = 'cancelled');
+        RETURN NULL;
+    END IF;
+    IF OLD.scheduled_at IS DISTINCT FROM NEW.scheduled_at THEN
+        PERFORM precall.cancel_unsent(NEW.id,
+            format('rescheduled: call moved from %s to %s', OLD.scheduled_at, NEW.scheduled_at), true);
+    END IF;
+    PERFORM precall.plan_calls(ARRAY[NEW.id]);
+    RETURN NULL;
+END
+$function$;
+
+-- A new lead time or preference re-plans that user's unsent previews.
+CREATE OR REPLACE FUNCTION precall.tg_users__after_update()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    v_call uuid;
+    v_reason text := format('replanned: notification_lead_min %s -> %s, notification_pref %s -> %s',
+        OLD.notification_lead_min, NEW.notification_lead_min, OLD.notification_pref, NEW.notification_pref);
+    v_calls uuid[] := '{}';
+BEGIN
+    FOR v_call IN
+        SELECT DISTINCT n.call_id FROM notification_logs n
+        WHERE n.user_id = NEW.id AND n.status = 'queued' AND n.type IN ('preview_push', 'preview_sms')
+    LOOP
+        PERFORM precall.cancel_unsent(v_call, v_reason, false);
+        v_calls := v_calls || v_call;
+    END LOOP;
+    -- A longer lead can bring calls into the window that had nothing planned yet.
+    v_calls := v_calls || ARRAY(
+        SELECT c.id FROM scheduled_calls c
+        WHERE c.user_id = NEW.id AND c.status = 'pending'
+          AND c.scheduled_at > clock_timestamp()
+          AND c.scheduled_at <= clock_timestamp() + interval '62 minutes');
+    PERFORM precall.plan_calls(v_calls);
+    RETURN NULL;
+END
+$function$;
+
+-- Seconds until the next preview is due (a queued send_at, or an expiring lease to take over)
+-- and until the next call job is; NULL when nothing is planned. Database clock, so host skew
+-- does not matter.
+CREATE OR REPLACE FUNCTION precall.next_due(OUT preview_in double precision, OUT call_in double precision)
+ RETURNS record
+ LANGUAGE plpgsql
+ STABLE
+AS $function$
+BEGIN
+    preview_in := extract(epoch FROM least(
+        (SELECT min(send_at) FROM notification_logs WHERE status = 'queued'),
+        (SELECT min(lease_expires_at) FROM notification_logs WHERE status = 'sending')
+    ) - clock_timestamp());
+    call_in := extract(epoch FROM least(
+        (SELECT min(due_at) FROM precall.call_jobs WHERE status = 'queued'),
+        (SELECT min(lease_expires_at) FROM precall.call_jobs WHERE status = 'firing')
+    ) - clock_timestamp());
+END
+$function$;
+
+-- The pending calls whose preview falls in the window [p_now, p_now + p_lookahead], for users
+-- whose lead is at most p_max_lead minutes, with what planning writes for each.
+CREATE OR REPLACE FUNCTION precall.calls_in_window(p_now timestamp with time zone, p_lookahead interval, p_max_lead integer)
+ RETURNS TABLE(call_id uuid, user_id uuid, scheduled_at timestamp with time zone, send_at timestamp with time zone, type text)
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT c.id, c.user_id, c.scheduled_at,
+           greatest(c.scheduled_at - make_interval(mins => u.notification_lead_min), p_now),
+           precall.guess_preview_type(u)
+    FROM scheduled_calls c
+    JOIN users u ON u.id = c.user_id
+    WHERE c.status = 'pending'
+      AND c.scheduled_at > p_now
+      AND c.scheduled_at <= p_now + p_lookahead + make_interval(mins => p_max_lead)
+      AND c.scheduled_at - make_interval(mins => u.notification_lead_min) <= p_now + p_lookahead
+$function$;
+
+-- The pending calls whose preview falls in the planning window at p_now (for DBAs: what the
+-- next planning run would pick up).
+CREATE OR REPLACE FUNCTION precall.calls_in_window(p_now timestamp with time zone)
+ RETURNS TABLE(call_id uuid)
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT w.call_id
+    FROM precall.calls_in_window(p_now, (SELECT s.lookahead FROM precall.settings s),
+                                 coalesce((SELECT max(u.notification_lead_min) FROM users u), 0)) w
+$function$;
+
+-- The given calls (new or changed rows, from the triggers), past ones included.
+CREATE OR REPLACE FUNCTION precall.calls_by_id_in_window(p_now timestamp with time zone, p_lookahead interval, p_call_ids uuid[])
+ RETURNS TABLE(call_id uuid, user_id uuid, scheduled_at timestamp with time zone, send_at timestamp with time zone, type text)
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT c.id, c.user_id, c.scheduled_at,
+           greatest(c.scheduled_at - make_interval(mins => u.notification_lead_min), p_now),
+           precall.guess_preview_type(u)
+    FROM scheduled_calls c
+    JOIN users u ON u.id = c.user_id
+    WHERE c.id = ANY (p_call_ids)
+      AND c.status = 'pending'
+      AND c.scheduled_at - make_interval(mins => u.notification_lead_min) <= p_now + p_lookahead
+$function$;
+
+-- preview_sent(_at) describe the preview for the call's current time: a moved call starts
+-- unsent (or sent, when it moves back to a time a preview already went out for).
+CREATE OR REPLACE FUNCTION precall.tg_scheduled_calls__before_update()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    SELECT count(*) > 0, min(n.sent_at) INTO NEW.preview_sent, NEW.preview_sent_at
+    FROM notification_logs n
+    WHERE n.call_id = NEW.id AND n.planned_for = NEW.scheduled_at
+      AND n.type IN ('preview_push', 'preview_sms') AND n.sent_at IS NOT NULL;
+    RETURN NEW;
+END
+$function$;
+
+CREATE OR REPLACE TRIGGER _400_preview_sent_follows_time
+    BEFORE UPDATE OF scheduled_at ON public.scheduled_calls
+    FOR EACH ROW
+    WHEN ((old.scheduled_at IS DISTINCT FROM new.scheduled_at))
+    EXECUTE FUNCTION precall.tg_scheduled_calls__before_update();
+
+CREATE OR REPLACE TRIGGER _500_plan_previews
+    AFTER INSERT ON public.scheduled_calls
+    REFERENCING NEW TABLE AS new_calls
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION precall.tg_scheduled_calls__after_insert();
+
+CREATE OR REPLACE TRIGGER _500_replan_previews
+    AFTER UPDATE OF scheduled_at, status ON public.scheduled_calls
+    FOR EACH ROW
+    WHEN (((old.scheduled_at IS DISTINCT FROM new.scheduled_at) OR ((old.status)::text IS DISTINCT FROM (new.status)::text)))
+    EXECUTE FUNCTION precall.tg_scheduled_calls__after_update();
+
+CREATE OR REPLACE TRIGGER _500_replan_previews
+    AFTER UPDATE OF notification_lead_min, notification_pref ON public.users
+    FOR EACH ROW
+    WHEN (((old.notification_lead_min IS DISTINCT FROM new.notification_lead_min) OR ((old.notification_pref)::text IS DISTINCT FROM (new.notification_pref)::text)))
+    EXECUTE FUNCTION precall.tg_users__after_update();

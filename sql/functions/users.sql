@@ -1,0 +1,86 @@
+-- Rules on users' rows: time zones, one push token per user, device registration, local times.
+--
+-- The current definition of each object below; `precall db migrate` re-applies this file when it
+-- changes (after the numbered migrations). Edit here, never in sql/migrations/.
+
+-- A user's local wall-clock time as an instant (PostgreSQL applies the IANA rules, DST included).
+CREATE OR REPLACE FUNCTION precall.local_call_time(p_user_id uuid, p_local timestamp without time zone)
+ RETURNS timestamp with time zone
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT p_local AT TIME ZONE u.timezone FROM users u WHERE u.id = p_user_id
+$function$;
+
+-- Registers the caller's device token (moving it from any other user). Returns false for an
+-- unknown user.
+CREATE OR REPLACE FUNCTION precall.register_device(p_user uuid, p_token text, p_platform text, p_push_enabled boolean)
+ RETURNS boolean
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    LOOP
+        BEGIN
+            UPDATE users SET fcm_token = p_token, platform = p_platform, push_enabled = p_push_enabled
+            WHERE id = p_user;
+            RETURN FOUND;
+        EXCEPTION WHEN unique_violation THEN
+            -- Another registration of this token committed meanwhile: move it again.
+            NULL;
+        END;
+    END LOOP;
+END
+$function$;
+
+-- Whoever writes a token (the API, the app's own code, a DBA) moves it: the previous holder
+-- loses it. Two writers racing for one token: the unique index makes the second wait for the
+-- first and fail; precall.register_device retries, so the last to commit holds it.
+CREATE OR REPLACE FUNCTION precall.tg_users__token_moves()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    UPDATE users SET fcm_token = NULL, push_enabled = false
+    WHERE fcm_token = NEW.fcm_token AND id <> NEW.id;
+    RETURN NEW;
+END
+$function$;
+
+-- An IANA name PostgreSQL knows: precall.time_zones first (an index lookup), pg_timezone_names
+-- (21 ms, it reads the zone files) only for a name missing there, e.g. after a tzdata upgrade.
+CREATE OR REPLACE FUNCTION precall.is_time_zone(p_name text)
+ RETURNS boolean
+ LANGUAGE plpgsql
+ STABLE
+AS $function$
+BEGIN
+    RETURN EXISTS (SELECT 1 FROM precall.time_zones WHERE name = p_name)
+        OR EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = p_name);
+END
+$function$;
+
+-- Every new or changed timezone must be one PostgreSQL knows (NULL in an adopted nullable
+-- column is left alone: nothing converts it).
+CREATE OR REPLACE FUNCTION precall.tg_users__timezone_is_known()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    IF NEW.timezone IS NOT NULL AND NOT precall.is_time_zone(NEW.timezone::text) THEN
+        RAISE EXCEPTION 'users.timezone % is not a time zone', quote_literal(NEW.timezone)
+            USING ERRCODE = '22023', HINT = 'Use an IANA name from pg_timezone_names, such as Europe/Paris.';
+    END IF;
+    RETURN NEW;
+END
+$function$;
+
+CREATE OR REPLACE TRIGGER _300_timezone_is_known
+    BEFORE INSERT OR UPDATE OF timezone ON public.users
+    FOR EACH ROW
+    EXECUTE FUNCTION precall.tg_users__timezone_is_known();
+
+CREATE OR REPLACE TRIGGER _400_token_moves
+    BEFORE INSERT OR UPDATE OF fcm_token ON public.users
+    FOR EACH ROW
+    WHEN ((new.fcm_token IS NOT NULL))
+    EXECUTE FUNCTION precall.tg_users__token_moves();

@@ -1,0 +1,1773 @@
+--
+-- PostgreSQL database dump
+--
+
+\restrict precall
+
+-- Dumped from database version 15.20 (Debian 15.20-0+deb12u1)
+-- Dumped by pg_dump version 15.20 (Debian 15.20-0+deb12u1)
+
+SET statement_timeout = 0;
+SET lock_timeout = 0;
+SET idle_in_transaction_session_timeout = 0;
+SET client_encoding = 'UTF8';
+SET standard_conforming_strings = on;
+SELECT pg_catalog.set_config('search_path', '', false);
+SET check_function_bodies = false;
+SET xmloption = content;
+SET client_min_messages = warning;
+SET row_security = off;
+
+--
+-- Name: precall; Type: SCHEMA; Schema: -; Owner: -
+--
+
+CREATE SCHEMA precall;
+
+
+--
+-- Name: _add_constraint(regclass, text, text); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall._add_constraint(p_table regclass, p_name text, p_definition text) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = p_table AND conname = p_name) THEN
+        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s', p_table, p_name, p_definition);
+    END IF;
+END
+$$;
+
+
+--
+-- Name: _apply_early_sms_status(); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall._apply_early_sms_status() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_event precall.sms_status_events;
+BEGIN
+    FOR v_event IN
+        SELECT * FROM precall.sms_status_events
+        WHERE message_sid = NEW.provider_id AND NOT applied
+        ORDER BY (status IN ('delivered', 'undelivered', 'failed')), received_at
+    LOOP
+        PERFORM precall.apply_sms_status(v_event.message_sid, v_event.status, v_event.error_code,
+                                         coalesce(v_event.done_at, v_event.received_at));
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+
+--
+-- Name: apply_sms_status(text, text, integer, timestamp with time zone); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.apply_sms_status(p_sid text, p_status text, p_error_code integer, p_at timestamp with time zone) RETURNS boolean
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_row notification_logs;
+BEGIN
+    SELECT * INTO v_row FROM notification_logs
+    WHERE provider_id = p_sid AND channel = 'sms'
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    p_at := least(greatest(p_at, coalesce(v_row.attempted_at, v_row.sent_at, v_row.created_at)), clock_timestamp());
+    IF v_row.status = 'sent' AND p_status = 'delivered' THEN
+        UPDATE notification_logs
+        SET status = 'delivered', delivered_at = p_at, updated_at = clock_timestamp()
+        WHERE id = v_row.id;
+    ELSIF v_row.status = 'sent' AND p_status IN ('undelivered', 'failed') THEN
+        UPDATE notification_logs
+        SET status = 'failed',
+            reason = format('twilio_%s: %s', p_status, coalesce(p_error_code::text, 'no error code'))
+                     || CASE WHEN p_error_code = 21610 THEN '; sms_opted_out set' ELSE '' END,
+            error_msg = format('Twilio reported %s (ErrorCode %s)', p_status, coalesce(p_error_code::text, 'none')),
+            updated_at = clock_timestamp()
+        WHERE id = v_row.id;
+    END IF;
+    IF p_error_code = 21610 THEN
+        UPDATE users SET sms_opted_out = true WHERE id = v_row.user_id;
+    END IF;
+    UPDATE precall.sms_status_events SET applied = true WHERE message_sid = p_sid AND status = p_status;
+    RETURN true;
+END
+$$;
+
+
+--
+-- Name: calls_by_id_in_window(timestamp with time zone, interval, uuid[]); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.calls_by_id_in_window(p_now timestamp with time zone, p_lookahead interval, p_call_ids uuid[]) RETURNS TABLE(call_id uuid, user_id uuid, scheduled_at timestamp with time zone, send_at timestamp with time zone, type text)
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT c.id, c.user_id, c.scheduled_at,
+           greatest(c.scheduled_at - make_interval(mins => u.notification_lead_min), p_now),
+           precall.guess_preview_type(u)
+    FROM scheduled_calls c
+    JOIN users u ON u.id = c.user_id
+    WHERE c.id = ANY (p_call_ids)
+      AND c.status = 'pending'
+      AND c.scheduled_at - make_interval(mins => u.notification_lead_min) <= p_now + p_lookahead
+$$;
+
+
+--
+-- Name: calls_in_window(timestamp with time zone); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.calls_in_window(p_now timestamp with time zone) RETURNS TABLE(call_id uuid)
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT w.call_id
+    FROM precall.calls_in_window(p_now, (SELECT s.lookahead FROM precall.settings s),
+                                 coalesce((SELECT max(u.notification_lead_min) FROM users u), 0)) w
+$$;
+
+
+--
+-- Name: calls_in_window(timestamp with time zone, interval, integer); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.calls_in_window(p_now timestamp with time zone, p_lookahead interval, p_max_lead integer) RETURNS TABLE(call_id uuid, user_id uuid, scheduled_at timestamp with time zone, send_at timestamp with time zone, type text)
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT c.id, c.user_id, c.scheduled_at,
+           greatest(c.scheduled_at - make_interval(mins => u.notification_lead_min), p_now),
+           precall.guess_preview_type(u)
+    FROM scheduled_calls c
+    JOIN users u ON u.id = c.user_id
+    WHERE c.status = 'pending'
+      AND c.scheduled_at > p_now
+      AND c.scheduled_at <= p_now + p_lookahead + make_interval(mins => p_max_lead)
+      AND c.scheduled_at - make_interval(mins => u.notification_lead_min) <= p_now + p_lookahead
+$$;
+
+
+--
+-- Name: cancel_unsent(uuid, text, boolean); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.cancel_unsent(p_call_id uuid, p_reason text, p_with_call_job boolean) RETURNS integer
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_count integer;
+BEGIN
+    UPDATE notification_logs
+    SET status = 'cancelled', reason = p_reason, updated_at = now(),
+        lease_owner = NULL, lease_expires_at = NULL
+    WHERE call_id = p_call_id AND status = 'queued';
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    IF p_with_call_job THEN
+        UPDATE precall.call_jobs
+        SET status = 'cancelled', reason = p_reason, updated_at = now()
+        WHERE call_id = p_call_id AND status = 'queued';
+    END IF;
+    RETURN v_count;
+END
+$$;
+
+
+--
+-- Name: claim_due_calls(text, integer, text[]); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.claim_due_calls(p_worker text, p_limit integer, p_gone text[] DEFAULT NULL::text[]) RETURNS TABLE(call_id uuid, user_id uuid, scheduled_at timestamp with time zone, due_at timestamp with time zone, attempts integer)
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_now timestamptz := clock_timestamp();
+    v_settings precall.settings;
+    v_gone text[] := precall.gone_lease_owners(p_gone);
+BEGIN
+    SELECT * INTO v_settings FROM precall.settings;
+    RETURN QUERY
+    WITH due AS (
+        SELECT j.call_id
+        FROM precall.call_jobs j
+        WHERE j.status IN ('queued', 'firing') AND j.due_at <= v_now
+          AND (j.status = 'queued' OR j.lease_expires_at < v_now OR j.lease_owner = ANY (v_gone))
+        ORDER BY j.due_at
+        LIMIT p_limit
+        FOR UPDATE SKIP LOCKED
+    ), judged AS (
+        SELECT j.call_id,
+            CASE
+                WHEN c.status IS DISTINCT FROM 'pending' THEN 'cancelled'
+                WHEN c.scheduled_at <> j.due_at THEN 'cancelled'
+                WHEN v_now - j.due_at > v_settings.call_grace THEN 'expired'
+                WHEN j.attempts >= v_settings.max_attempts THEN 'failed'
+                ELSE 'firing'
+            END AS verdict,
+            CASE
+                WHEN c.status IS DISTINCT FROM 'pending' THEN 'call_' || coalesce(c.status::text, 'deleted')
+                WHEN c.scheduled_at <> j.due_at THEN 'rescheduled'
+                WHEN v_now - j.due_at > v_settings.call_grace THEN
+                    format('too_late: %s after the call time, grace is %s (no dispatcher ran then?)',
+                           date_trunc('second', v_now - j.due_at), v_settings.call_grace)
+                WHEN j.attempts >= v_settings.max_attempts THEN format('gave_up: %s attempts', j.attempts)
+            END AS reason
+        FROM due
+        JOIN precall.call_jobs j ON j.call_id = due.call_id
+        LEFT JOIN scheduled_calls c ON c.id = j.call_id
+    ), claimed AS (
+        UPDATE precall.call_jobs j
+        SET status = x.verdict, reason = x.reason,
+            lease_owner = CASE WHEN x.verdict = 'firing' THEN p_worker END,
+            lease_expires_at = CASE WHEN x.verdict = 'firing' THEN v_now + v_settings.lease END,
+            attempts = j.attempts + CASE WHEN x.verdict = 'firing' THEN 1 ELSE 0 END,
+            updated_at = v_now
+        FROM judged x
+        WHERE j.call_id = x.call_id
+        RETURNING j.*
+    )
+    SELECT cl.call_id, cl.user_id, c.scheduled_at, cl.due_at, cl.attempts
+    FROM claimed cl JOIN scheduled_calls c ON c.id = cl.call_id
+    WHERE cl.status = 'firing';
+END
+$$;
+
+
+--
+-- Name: claim_due_previews(text, integer, text[]); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.claim_due_previews(p_worker text, p_limit integer, p_gone text[] DEFAULT NULL::text[]) RETURNS TABLE(id uuid, call_id uuid, user_id uuid, type text, parent_id uuid, send_at timestamp with time zone, scheduled_at timestamp with time zone, attempts integer, topic text, phone_number text, locale text, coach_name text, current_streak integer, fcm_token text, platform text, push_enabled boolean, notification_pref text, sms_opted_out boolean)
+    LANGUAGE plpgsql
+    SET jit TO 'off'
+    AS $$
+DECLARE
+    v_now timestamptz := clock_timestamp();
+    v_settings precall.settings;
+    v_gone text[] := precall.gone_lease_owners(p_gone);
+BEGIN
+    SELECT * INTO v_settings FROM precall.settings;
+    RETURN QUERY
+    WITH due AS (
+        SELECT n.id
+        FROM notification_logs n
+        WHERE n.status IN ('queued', 'sending')
+          AND n.send_at <= v_now
+          AND (n.status = 'queued' OR n.lease_expires_at < v_now OR n.lease_owner = ANY (v_gone))
+        ORDER BY n.send_at
+        LIMIT p_limit
+        FOR UPDATE SKIP LOCKED
+    ), judged AS (
+        SELECT n.id,
+            CASE
+                WHEN c.id IS NULL OR c.status <> 'pending' THEN 'cancelled'
+                WHEN c.scheduled_at IS DISTINCT FROM n.planned_for THEN 'cancelled'
+                WHEN n.type = 'fallback_sms' AND parent.delivered_at IS NOT NULL THEN 'cancelled'
+                WHEN c.scheduled_at - v_now < v_settings.min_notice THEN 'skipped'
+                WHEN n.attempts >= v_settings.max_attempts THEN 'failed'
+                ELSE 'sending'
+            END AS verdict,
+            CASE
+                WHEN c.id IS NULL THEN 'call_deleted'
+                WHEN c.status <> 'pending' THEN 'call_' || c.status
+                WHEN c.scheduled_at IS DISTINCT FROM n.planned_for THEN 'rescheduled'
+                WHEN n.type = 'fallback_sms' AND parent.delivered_at IS NOT NULL THEN
+                    format('receipt_arrived: push delivered at %s', parent.delivered_at)
+                WHEN c.scheduled_at - v_now < v_settings.min_notice THEN
+                    format('too_late: %s left before the call at send time, cut-off is %s',
+                           date_trunc('second', c.scheduled_at - v_now), v_settings.min_notice)
+                WHEN n.attempts >= v_settings.max_attempts THEN
+                    format('gave_up: %s attempts without an outcome (dispatcher crashed mid-send?)', n.attempts)
+            END AS reason
+        FROM due
+        JOIN notification_logs n ON n.id = due.id
+        LEFT JOIN scheduled_calls c ON c.id = n.call_id
+        LEFT JOIN notification_logs parent ON parent.id = n.parent_id
+    ), claimed AS (
+        UPDATE notification_logs n
+        SET status = j.verdict,
+            reason = coalesce(j.reason, n.reason),
+            lease_owner = CASE WHEN j.verdict = 'sending' THEN p_worker END,
+            lease_expires_at = CASE WHEN j.verdict = 'sending' THEN v_now + v_settings.lease END,
+            attempts = n.attempts + CASE WHEN j.verdict = 'sending' THEN 1 ELSE 0 END,
+            updated_at = v_now
+        FROM judged j
+        WHERE n.id = j.id
+        RETURNING n.*
+    )
+    SELECT cl.id, cl.call_id, cl.user_id, cl.type::text, cl.parent_id, cl.send_at,
+           c.scheduled_at, cl.attempts, c.topic::text,
+           u.phone_number::text, u.locale::text, p.name::text, u.current_streak::integer, u.fcm_token::text,
+           u.platform::text, u.push_enabled::boolean, u.notification_pref::text, u.sms_opted_out::boolean
+    FROM claimed cl
+    JOIN scheduled_calls c ON c.id = cl.call_id
+    JOIN users u ON u.id = cl.user_id
+    LEFT JOIN coach_personas p ON p.id = u.coach_persona_id
+    WHERE cl.status = 'sending'
+    ORDER BY cl.send_at;
+END
+$$;
+
+
+--
+-- Name: claim_manual_preview(uuid, text, boolean, text); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.claim_manual_preview(p_call_id uuid, p_worker text, p_force boolean DEFAULT false, p_type text DEFAULT NULL::text) RETURNS TABLE(id uuid, call_id uuid, user_id uuid, type text, parent_id uuid, send_at timestamp with time zone, scheduled_at timestamp with time zone, attempts integer, topic text, phone_number text, locale text, coach_name text, current_streak integer, fcm_token text, platform text, push_enabled boolean, notification_pref text, sms_opted_out boolean)
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_call scheduled_calls;
+    v_user users;
+    v_sent notification_logs;
+    v_id uuid;
+    v_now timestamptz := clock_timestamp();
+    v_lease interval := (SELECT s.lease FROM precall.settings s);
+BEGIN
+    SELECT * INTO v_call FROM scheduled_calls c WHERE c.id = p_call_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no call with id %', p_call_id;
+    ELSIF v_call.status <> 'pending' THEN
+        RAISE EXCEPTION 'call % is %, not pending: nothing to preview', p_call_id, v_call.status;
+    ELSIF v_call.scheduled_at <= v_now THEN
+        RAISE EXCEPTION 'call % was due at %: too late for a preview', p_call_id, v_call.scheduled_at;
+    END IF;
+    SELECT * INTO v_user FROM users u WHERE u.id = v_call.user_id;
+    IF NOT p_force THEN
+        SELECT * INTO v_sent FROM notification_logs n
+        WHERE n.call_id = p_call_id AND n.planned_for = v_call.scheduled_at
+          AND n.status IN ('sent', 'delivered', 'opened', 'sending')
+        ORDER BY n.sent_at DESC NULLS FIRST LIMIT 1;
+        IF FOUND AND v_sent.status = 'sending' THEN
+            RAISE EXCEPTION 'a preview for call % is being sent right now by %', p_call_id, v_sent.lease_owner;
+        ELSIF FOUND THEN
+            RAISE EXCEPTION 'a preview for call % was already sent at % by % (%, notification %); use --force to send again',
+                p_call_id, v_sent.sent_at, v_sent.channel, v_sent.type, v_sent.id;
+        END IF;
+        UPDATE notification_logs n
+        SET status = 'sending', lease_owner = p_worker, lease_expires_at = v_now + v_lease,
+            attempts = n.attempts + 1, manual_by = p_worker, type = coalesce(p_type, n.type),
+            send_at = least(n.send_at, v_now), updated_at = v_now
+        WHERE n.call_id = p_call_id AND n.status = 'queued' AND n.type IN ('preview_push', 'preview_sms')
+        RETURNING n.id INTO v_id;
+    END IF;
+    IF v_id IS NULL THEN
+        INSERT INTO notification_logs AS n (user_id, call_id, type, status, reason, send_at, planned_for,
+                                            lease_owner, lease_expires_at, attempts, manual_by, resend)
+        VALUES (v_call.user_id, p_call_id, coalesce(p_type, precall.guess_preview_type(v_user)), 'sending',
+                CASE WHEN p_force THEN 'manual resend' ELSE 'manual send' END, v_now, v_call.scheduled_at,
+                p_worker, v_now + v_lease, 1, p_worker, p_force)
+        RETURNING n.id INTO v_id;
+    END IF;
+    RETURN QUERY
+    SELECT n.id, n.call_id, n.user_id, n.type::text, n.parent_id, n.send_at, i.scheduled_at, n.attempts, i.topic,
+           i.phone_number, i.locale, i.coach_name, i.current_streak, i.fcm_token, i.platform, i.push_enabled,
+           i.notification_pref, i.sms_opted_out
+    FROM notification_logs n, precall.preview_inputs(p_call_id) i
+    WHERE n.id = v_id;
+END
+$$;
+
+
+SET default_tablespace = '';
+
+SET default_table_access_method = heap;
+
+--
+-- Name: dispatchers; Type: TABLE; Schema: precall; Owner: -
+--
+
+CREATE TABLE precall.dispatchers (
+    name text NOT NULL,
+    hostname text NOT NULL,
+    pid integer NOT NULL,
+    started_at timestamp with time zone DEFAULT now() NOT NULL,
+    heartbeat_at timestamp with time zone DEFAULT now() NOT NULL,
+    stopped_at timestamp with time zone,
+    backend_pid integer,
+    backend_start timestamp with time zone,
+    session_at timestamp with time zone
+);
+
+
+--
+-- Name: dispatcher_gone(precall.dispatchers); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.dispatcher_gone(d precall.dispatchers) RETURNS boolean
+    LANGUAGE plpgsql STABLE
+    AS $$
+BEGIN
+    RETURN d.stopped_at IS NOT NULL
+        OR (d.backend_pid IS NOT NULL
+            AND d.session_at >= pg_postmaster_start_time()
+            AND NOT EXISTS (SELECT 1 FROM pg_stat_get_activity(d.backend_pid) a
+                            WHERE a.backend_start = d.backend_start OR a.backend_start IS NULL));
+END
+$$;
+
+
+--
+-- Name: gone_lease_owners(text[]); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.gone_lease_owners(p_among text[] DEFAULT NULL::text[]) RETURNS text[]
+    LANGUAGE plpgsql STABLE
+    AS $$
+DECLARE
+    v_gone text[];
+BEGIN
+    IF cardinality(p_among) = 0 THEN
+        RETURN '{}';  -- the caller knows of none: no backend status to read
+    END IF;
+    SELECT coalesce(array_agg(d.name), '{}') INTO v_gone
+    FROM precall.dispatchers d
+    WHERE d.heartbeat_at > clock_timestamp() - (SELECT lease FROM precall.settings) - interval '30 seconds'
+      AND (p_among IS NULL OR d.name = ANY (p_among))
+      AND precall.dispatcher_gone(d);
+    RETURN v_gone;
+END
+$$;
+
+
+--
+-- Name: users; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.users (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    phone_number text,
+    locale text DEFAULT 'en'::text NOT NULL,
+    timezone text DEFAULT 'UTC'::text NOT NULL,
+    coach_persona_id uuid,
+    current_streak integer DEFAULT 0 NOT NULL,
+    fcm_token text,
+    platform text,
+    push_enabled boolean DEFAULT false NOT NULL,
+    notification_pref character varying(20) DEFAULT 'push_only'::character varying NOT NULL,
+    notification_lead_min integer DEFAULT 5 NOT NULL,
+    sms_opted_out boolean DEFAULT false NOT NULL,
+    CONSTRAINT users_notification_lead_min CHECK (((notification_lead_min >= 1) AND (notification_lead_min <= 60)))
+);
+
+
+--
+-- Name: guess_preview_type(public.users); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.guess_preview_type(u public.users) RETURNS text
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT CASE
+        WHEN u.notification_pref = 'sms_only' THEN 'preview_sms'
+        WHEN u.notification_pref = 'push_and_sms' THEN 'preview_push'
+        WHEN u.fcm_token IS NOT NULL AND u.push_enabled THEN 'preview_push'
+        WHEN u.phone_number IS NOT NULL AND NOT u.sms_opted_out THEN 'preview_sms'
+        ELSE 'preview_push'
+    END
+$$;
+
+
+--
+-- Name: heartbeat(text, text, integer, boolean); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.heartbeat(p_name text, p_hostname text, p_pid integer, p_stopped boolean DEFAULT false) RETURNS void
+    LANGUAGE sql
+    AS $$
+    INSERT INTO precall.dispatchers (name, hostname, pid)
+    VALUES (p_name, p_hostname, p_pid)
+    ON CONFLICT (name) DO UPDATE
+        SET heartbeat_at = clock_timestamp(),
+            stopped_at = CASE WHEN p_stopped THEN clock_timestamp() END
+$$;
+
+
+--
+-- Name: is_time_zone(text); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.is_time_zone(p_name text) RETURNS boolean
+    LANGUAGE plpgsql STABLE
+    AS $$
+BEGIN
+    RETURN EXISTS (SELECT 1 FROM precall.time_zones WHERE name = p_name)
+        OR EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = p_name);
+END
+$$;
+
+
+--
+-- Name: kpis(timestamp with time zone, text); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.kpis(p_since timestamp with time zone, p_by text DEFAULT 'all'::text) RETURNS TABLE(grp text, kpi text, numerator numeric, denominator numeric, value numeric, target numeric, meets_target boolean)
+    LANGUAGE plpgsql STABLE
+    AS $$
+BEGIN
+    IF p_by NOT IN ('all', 'channel', 'locale', 'platform', 'day') THEN
+        RAISE EXCEPTION 'cannot group by %: use channel, locale, platform or day', p_by;
+    END IF;
+    RETURN QUERY
+    WITH n AS (
+        SELECT f.*, CASE p_by WHEN 'all' THEN 'all' WHEN 'channel' THEN coalesce(f.channel, 'none')
+                    WHEN 'locale' THEN f.locale::text WHEN 'platform' THEN f.platform::text ELSE f.day::text END AS g
+        FROM precall.notification_facts f WHERE f.created_at >= p_since
+    ), c AS (
+        SELECT f.*, CASE p_by WHEN 'all' THEN 'all' WHEN 'channel' THEN f.channel
+                    WHEN 'locale' THEN f.locale::text WHEN 'platform' THEN f.platform::text ELSE f.day::text END AS g
+        FROM precall.call_facts f WHERE f.scheduled_at >= p_since
+    ), j AS (
+        SELECT CASE p_by WHEN 'all' THEN 'all' WHEN 'channel' THEN 'none'
+                    WHEN 'locale' THEN u.locale::text WHEN 'platform' THEN coalesce(u.platform::text, 'none')
+                    ELSE (cj.due_at AT TIME ZONE 'UTC')::date::text END AS g,
+               cj.status
+        FROM precall.call_jobs cj JOIN users u ON u.id = cj.user_id
+        WHERE cj.due_at >= p_since AND cj.status IN ('fired', 'failed', 'expired')
+    ), raw AS (
+        SELECT c.g, 'call_answer_rate' AS kpi, count(*) FILTER (WHERE c.answered)::numeric AS num, count(*)::numeric AS den
+        FROM c GROUP BY c.g
+        UNION ALL
+        SELECT n.g, 'open_rate', count(*) FILTER (WHERE n.opened), count(*) FILTER (WHERE n.delivered)
+        FROM n WHERE n.channel = 'push' GROUP BY n.g
+        UNION ALL
+        SELECT n.g, 'push_delivery_rate', count(*) FILTER (WHERE n.delivered), count(*) FILTER (WHERE n.sent)
+        FROM n WHERE n.channel = 'push' GROUP BY n.g
+        UNION ALL
+        SELECT n.g, 'fallback_sms_rate', count(*) FILTER (WHERE n.type = 'fallback_sms' AND n.sent),
+               count(*) FILTER (WHERE n.type IN ('preview_push', 'preview_sms') AND n.sent)
+        FROM n GROUP BY n.g
+        UNION ALL
+        SELECT n.g, 'late_receipts', count(*) FILTER (WHERE n.late_receipt), count(*) FILTER (WHERE n.delivered AND n.channel = 'push')
+        FROM n GROUP BY n.g
+        UNION ALL
+        SELECT j.g, 'calls_expired', count(*) FILTER (WHERE j.status = 'expired'), count(*)
+        FROM j GROUP BY j.g
+    )
+    SELECT raw.g, raw.kpi, raw.num, raw.den,
+           CASE WHEN raw.den > 0 THEN round(raw.num / raw.den, 4) END,
+           t.target,
+           CASE WHEN raw.den = 0 OR t.target IS NULL THEN NULL
+                WHEN t.higher_is_better THEN raw.num / raw.den >= t.target
+                ELSE raw.num / raw.den <= t.target END
+    FROM raw LEFT JOIN precall.kpi_targets t ON t.kpi = raw.kpi
+    WHERE raw.den > 0 OR raw.num > 0
+    UNION ALL
+    SELECT n.g, 'lateness_p' || q.p, NULL, count(n.lateness_ms)::numeric,
+           round(percentile_cont(q.p / 100.0) WITHIN GROUP (ORDER BY n.lateness_ms)::numeric, 1),
+           t.target,
+           CASE WHEN t.target IS NULL THEN NULL
+                ELSE percentile_cont(q.p / 100.0) WITHIN GROUP (ORDER BY n.lateness_ms) <= t.target END
+    FROM n CROSS JOIN (VALUES (50), (95), (99)) AS q(p)
+    LEFT JOIN precall.kpi_targets t ON t.kpi = 'lateness_p' || q.p || '_ms'
+    WHERE n.lateness_ms IS NOT NULL
+    GROUP BY n.g, q.p, t.target
+    UNION ALL
+    SELECT n.g, 'time_to_receipt_p' || q.p, NULL, count(n.time_to_receipt_ms)::numeric,
+           round(percentile_cont(q.p / 100.0) WITHIN GROUP (ORDER BY n.time_to_receipt_ms)::numeric, 1), NULL, NULL
+    FROM n CROSS JOIN (VALUES (50), (90), (99)) AS q(p)
+    WHERE n.time_to_receipt_ms IS NOT NULL
+    GROUP BY n.g, q.p
+    UNION ALL
+    SELECT n.g, 'sms_spend_' || n.cost_currency, sum(n.cost), count(n.cost)::numeric, sum(n.cost), NULL, NULL
+    FROM n WHERE n.cost IS NOT NULL AND n.cost_currency IS NOT NULL
+    GROUP BY n.g, n.cost_currency
+    ORDER BY 1, 2;
+END
+$$;
+
+
+--
+-- Name: left_by_gone_dispatchers(); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.left_by_gone_dispatchers(OUT owners text[], OUT previews boolean, OUT calls boolean) RETURNS record
+    LANGUAGE plpgsql STABLE
+    AS $$
+BEGIN
+    owners := precall.gone_lease_owners();
+    previews := cardinality(owners) > 0 AND EXISTS (
+        SELECT 1 FROM notification_logs WHERE status = 'sending' AND lease_owner = ANY (owners));
+    calls := cardinality(owners) > 0 AND EXISTS (
+        SELECT 1 FROM precall.call_jobs WHERE status = 'firing' AND lease_owner = ANY (owners));
+END
+$$;
+
+
+--
+-- Name: local_call_time(uuid, timestamp without time zone); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.local_call_time(p_user_id uuid, p_local timestamp without time zone) RETURNS timestamp with time zone
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT p_local AT TIME ZONE u.timezone FROM users u WHERE u.id = p_user_id
+$$;
+
+
+--
+-- Name: lock_sms_sid(text); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.lock_sms_sid(p_sid text) RETURNS void
+    LANGUAGE sql
+    AS $$
+    SELECT pg_advisory_xact_lock(hashtextextended('precall.sms_sid:' || p_sid, 0))
+$$;
+
+
+--
+-- Name: next_due(); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.next_due(OUT preview_in double precision, OUT call_in double precision) RETURNS record
+    LANGUAGE plpgsql STABLE
+    AS $$
+BEGIN
+    preview_in := extract(epoch FROM least(
+        (SELECT min(send_at) FROM notification_logs WHERE status = 'queued'),
+        (SELECT min(lease_expires_at) FROM notification_logs WHERE status = 'sending')
+    ) - clock_timestamp());
+    call_in := extract(epoch FROM least(
+        (SELECT min(due_at) FROM precall.call_jobs WHERE status = 'queued'),
+        (SELECT min(lease_expires_at) FROM precall.call_jobs WHERE status = 'firing')
+    ) - clock_timestamp());
+END
+$$;
+
+
+--
+-- Name: notification_logs; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.notification_logs (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    user_id uuid NOT NULL,
+    call_id uuid,
+    type character varying(20) NOT NULL,
+    channel character varying(10),
+    status character varying(20) NOT NULL,
+    title text,
+    body text,
+    provider_id character varying(100),
+    error_msg text,
+    sent_at timestamp with time zone,
+    delivered_at timestamp with time zone,
+    opened_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now(),
+    reason text,
+    send_at timestamp with time zone,
+    attempted_at timestamp with time zone,
+    planned_for timestamp with time zone,
+    lease_owner text,
+    lease_expires_at timestamp with time zone,
+    attempts integer DEFAULT 0 NOT NULL,
+    parent_id uuid,
+    sms_encoding character varying(8),
+    sms_segments integer,
+    cost_estimate numeric(10,4),
+    cost_currency character(3),
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    late_receipt boolean DEFAULT false NOT NULL,
+    manual_by text,
+    resend boolean DEFAULT false NOT NULL,
+    CONSTRAINT notification_logs_channel CHECK ((((channel)::text = ANY ((ARRAY['push'::character varying, 'sms'::character varying])::text[])) OR ((channel IS NULL) AND ((status)::text = ANY ((ARRAY['queued'::character varying, 'skipped'::character varying, 'cancelled'::character varying, 'failed'::character varying])::text[]))))),
+    CONSTRAINT notification_logs_channel_when_sent CHECK (((channel IS NOT NULL) OR ((status)::text = ANY ((ARRAY['queued'::character varying, 'sending'::character varying, 'skipped'::character varying, 'cancelled'::character varying, 'failed'::character varying])::text[])))),
+    CONSTRAINT notification_logs_planned CHECK ((((status)::text <> ALL ((ARRAY['queued'::character varying, 'sending'::character varying])::text[])) OR ((send_at IS NOT NULL) AND (call_id IS NOT NULL)))),
+    CONSTRAINT notification_logs_sms_encoding CHECK (((sms_encoding)::text = ANY ((ARRAY['GSM-7'::character varying, 'UCS-2'::character varying])::text[]))),
+    CONSTRAINT notification_logs_status CHECK (((status)::text = ANY ((ARRAY['queued'::character varying, 'sending'::character varying, 'sent'::character varying, 'delivered'::character varying, 'failed'::character varying, 'opened'::character varying, 'skipped'::character varying, 'cancelled'::character varying])::text[]))),
+    CONSTRAINT notification_logs_type CHECK (((type)::text = ANY ((ARRAY['preview_push'::character varying, 'preview_sms'::character varying, 'fallback_sms'::character varying])::text[])))
+);
+
+
+--
+-- Name: notification_history(uuid, integer, integer); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.notification_history(p_user uuid, p_limit integer DEFAULT 20, p_offset integer DEFAULT 0) RETURNS SETOF public.notification_logs
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT * FROM notification_logs
+    WHERE user_id = p_user
+    ORDER BY created_at DESC, id DESC
+    LIMIT p_limit OFFSET p_offset
+$$;
+
+
+--
+-- Name: notify_due(integer, timestamp with time zone); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.notify_due(p_count integer, p_next_send_at timestamp with time zone) RETURNS void
+    LANGUAGE sql
+    AS $$
+    SELECT pg_notify('precall_due', json_build_object(
+        'v', 1, 'type', 'previews_planned', 'count', p_count,
+        'next_send_at', p_next_send_at)::text)
+$$;
+
+
+--
+-- Name: plan_calls(uuid[], timestamp with time zone); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.plan_calls(p_call_ids uuid[], p_now timestamp with time zone DEFAULT clock_timestamp()) RETURNS integer
+    LANGUAGE plpgsql
+    SET jit TO 'off'
+    AS $_$
+DECLARE
+    v_settings precall.settings;
+    v_max_lead integer := 0;
+    v_source text;
+    v_planned integer;
+    v_next timestamptz;
+BEGIN
+    IF cardinality(p_call_ids) = 0 THEN
+        RETURN 0;
+    END IF;
+    SELECT * INTO v_settings FROM precall.settings;
+    IF p_call_ids IS NULL THEN
+        -- The largest lead in use (an index lookup) bounds the scan, instead of the 60-minute maximum.
+        v_max_lead := coalesce((SELECT max(u.notification_lead_min) FROM users u), 0);
+        v_source := 'precall.calls_in_window($1, $2, $3)';
+    ELSE
+        v_source := 'precall.calls_by_id_in_window($1, $2, $5)';
+    END IF;
+    -- EXECUTE plans with the values themselves, so the planner sees how few calls the range
+    -- holds; a cached generic plan would guess (and at 10M calls hash-join every user).
+    EXECUTE format($q$
+        WITH candidates AS MATERIALIZED (
+            SELECT * FROM %s
+        ), inserted AS (
+            INSERT INTO notification_logs (user_id, call_id, type, channel, status, reason, send_at, planned_for)
+            SELECT cd.user_id, cd.call_id, cd.type,
+                   CASE cd.type WHEN 'preview_sms' THEN 'sms' ELSE 'push' END,
+                   CASE WHEN cd.scheduled_at - $1 < $4 THEN 'skipped' ELSE 'queued' END,
+                   CASE WHEN cd.scheduled_at <= $1
+                        THEN format('in_past: the call at %%s was %%s ago when it was planned',
+                                    cd.scheduled_at, date_trunc('second', $1 - cd.scheduled_at))
+                        WHEN cd.scheduled_at - $1 < $4
+                        THEN format('too_late: planned %%s before the call, cut-off is %%s',
+                                    date_trunc('second', cd.scheduled_at - $1), $4) END,
+                   cd.send_at, cd.scheduled_at
+            FROM candidates cd
+            WHERE NOT EXISTS (
+                SELECT 1 FROM notification_logs n
+                WHERE n.call_id = cd.call_id
+                  AND n.type IN ('preview_push', 'preview_sms')
+                  AND n.planned_for = cd.scheduled_at
+                  AND n.status <> 'cancelled')
+            ON CONFLICT DO NOTHING
+            RETURNING status, send_at
+        ), jobs AS (
+            INSERT INTO precall.call_jobs AS j (call_id, user_id, due_at)
+            SELECT cd.call_id, cd.user_id, cd.scheduled_at FROM candidates cd
+            WHERE cd.scheduled_at > $1
+            ON CONFLICT (call_id) DO UPDATE
+                SET due_at = excluded.due_at, status = 'queued', reason = NULL, updated_at = now()
+                -- A fired job fires again only if the call moved; a queued one at the same time is left alone.
+                WHERE j.status = 'cancelled' OR j.due_at <> excluded.due_at
+        )
+        SELECT count(*) FILTER (WHERE status = 'queued'), min(send_at) FILTER (WHERE status = 'queued')
+        FROM inserted
+    $q$, v_source)
+    INTO v_planned, v_next
+    USING p_now, v_settings.lookahead, v_max_lead, v_settings.min_notice, p_call_ids;
+
+    IF v_planned > 0 THEN
+        PERFORM precall.notify_due(v_planned, v_next);
+    END IF;
+    RETURN v_planned;
+END
+$_$;
+
+
+--
+-- Name: plan_due_previews(timestamp with time zone); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.plan_due_previews(p_now timestamp with time zone DEFAULT clock_timestamp()) RETURNS integer
+    LANGUAGE sql
+    AS $$
+    SELECT precall.plan_calls(NULL, p_now)
+$$;
+
+
+--
+-- Name: preview_inputs(uuid); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.preview_inputs(p_call_id uuid) RETURNS TABLE(call_id uuid, user_id uuid, call_status text, scheduled_at timestamp with time zone, topic text, phone_number text, locale text, coach_name text, current_streak integer, fcm_token text, platform text, push_enabled boolean, notification_pref text, sms_opted_out boolean)
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT c.id, c.user_id, c.status::text, c.scheduled_at, c.topic::text,
+           u.phone_number::text, u.locale::text, p.name::text, u.current_streak::integer, u.fcm_token::text,
+           u.platform::text, u.push_enabled::boolean, u.notification_pref::text, u.sms_opted_out::boolean
+    FROM scheduled_calls c
+    JOIN users u ON u.id = c.user_id
+    LEFT JOIN coach_personas p ON p.id = u.coach_persona_id
+    WHERE c.id = p_call_id
+$$;
+
+
+--
+-- Name: previews_at_risk(numeric, text); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.previews_at_risk(p_per_second numeric, p_channel text DEFAULT 'push'::text) RETURNS TABLE(id uuid, call_id uuid, send_at timestamp with time zone, projected_at timestamp with time zone, scheduled_at timestamp with time zone, late_by interval)
+    LANGUAGE sql STABLE
+    AS $$
+    WITH q AS (
+        SELECT n.id, n.call_id, n.send_at, c.scheduled_at,
+               (row_number() OVER w - 1) / p_per_second AS k_s
+        FROM notification_logs n
+        JOIN scheduled_calls c ON c.id = n.call_id
+        WHERE n.status = 'queued' AND n.channel = p_channel
+        WINDOW w AS (ORDER BY n.send_at, n.id)
+    ), projected AS (
+        SELECT q.*, to_timestamp(q.k_s + max(extract(epoch FROM q.send_at) - q.k_s)
+                    OVER (ORDER BY q.send_at, q.id ROWS UNBOUNDED PRECEDING)) AS projected_at
+        FROM q
+    )
+    SELECT p.id, p.call_id, p.send_at, p.projected_at, p.scheduled_at,
+           p.projected_at - (p.scheduled_at - s.min_notice)
+    FROM projected p CROSS JOIN precall.settings s
+    WHERE p.projected_at > p.scheduled_at - s.min_notice
+    ORDER BY p.send_at, p.id
+$$;
+
+
+--
+-- Name: prune_notification_logs(integer, integer); Type: PROCEDURE; Schema: precall; Owner: -
+--
+
+CREATE PROCEDURE precall.prune_notification_logs(IN p_batch integer DEFAULT 5000, IN p_max_batches integer DEFAULT 1000)
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_cutoff timestamptz := now() - (SELECT retention FROM precall.settings);
+    v_deleted integer;
+    v_batches integer := 0;
+BEGIN
+    LOOP
+        DELETE FROM notification_logs
+        WHERE id IN (SELECT id FROM notification_logs
+                     WHERE created_at < v_cutoff AND status NOT IN ('queued', 'sending')
+                     LIMIT p_batch FOR UPDATE SKIP LOCKED);
+        GET DIAGNOSTICS v_deleted = ROW_COUNT;
+        COMMIT;
+        v_batches := v_batches + 1;
+        EXIT WHEN v_deleted < p_batch OR v_batches >= p_max_batches;
+    END LOOP;
+    DELETE FROM precall.sms_status_events WHERE received_at < v_cutoff;
+    COMMIT;
+    DELETE FROM precall.call_jobs WHERE due_at < v_cutoff AND status NOT IN ('queued', 'firing');
+    COMMIT;
+END
+$$;
+
+
+--
+-- Name: record_call_fired(uuid, text, boolean, text); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.record_call_fired(p_call_id uuid, p_worker text, p_ok boolean, p_outcome text) RETURNS boolean
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    UPDATE precall.call_jobs
+    SET status = CASE WHEN p_ok THEN 'fired' ELSE 'failed' END, outcome = p_outcome,
+        fired_at = clock_timestamp(), lease_owner = NULL, lease_expires_at = NULL, updated_at = clock_timestamp()
+    WHERE call_id = p_call_id AND status = 'firing' AND lease_owner = p_worker;
+    RETURN FOUND;
+END
+$$;
+
+
+--
+-- Name: record_push_receipt(uuid, text, timestamp with time zone, uuid); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.record_push_receipt(p_notification_id uuid, p_event text, p_at timestamp with time zone DEFAULT clock_timestamp(), p_user uuid DEFAULT NULL::uuid) RETURNS text
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_push notification_logs;
+    v_fallback_gone boolean;
+    v_result text := 'duplicate';
+BEGIN
+    IF p_event NOT IN ('delivered', 'opened') THEN
+        RAISE EXCEPTION 'receipt event must be delivered or opened, not %', p_event USING ERRCODE = '22023';
+    END IF;
+    SELECT * INTO v_push FROM notification_logs
+    WHERE id = p_notification_id AND (p_user IS NULL OR user_id = p_user)
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN 'unknown';
+    ELSIF v_push.channel IS DISTINCT FROM 'push' THEN
+        RETURN 'not_push';
+    ELSIF v_push.status NOT IN ('sending', 'sent', 'delivered', 'opened')
+          AND NOT (v_push.status = 'failed' AND v_push.attempted_at IS NOT NULL) THEN
+        -- 'failed' after an attempt: a timed-out send that FCM had accepted after all.
+        RETURN 'not_sent';
+    END IF;
+    -- Device clocks drift: the receipt time is kept between the send attempt and now.
+    p_at := least(greatest(p_at, coalesce(v_push.attempted_at, v_push.send_at, v_push.created_at)), clock_timestamp());
+    IF v_push.delivered_at IS NULL THEN
+        UPDATE notification_logs
+        SET status = 'cancelled', reason = format('receipt_arrived: push delivered at %s', p_at),
+            updated_at = clock_timestamp()
+        WHERE parent_id = p_notification_id AND type = 'fallback_sms' AND status = 'queued';
+        SELECT EXISTS (
+            SELECT 1 FROM notification_logs
+            WHERE parent_id = p_notification_id AND type = 'fallback_sms'
+              AND status IN ('sending', 'sent', 'delivered', 'opened')
+        ) INTO v_fallback_gone;
+        UPDATE notification_logs
+        SET status = CASE WHEN status IN ('sent', 'failed') THEN 'delivered' ELSE status END,
+            delivered_at = p_at, late_receipt = v_fallback_gone, updated_at = clock_timestamp()
+        WHERE id = p_notification_id;
+        v_result := CASE WHEN v_fallback_gone THEN 'late' ELSE 'on_time' END;
+    END IF;
+    IF p_event = 'opened' AND v_push.opened_at IS NULL THEN
+        UPDATE notification_logs
+        SET status = CASE WHEN status = 'sending' THEN status ELSE 'opened' END,
+            opened_at = greatest(p_at, delivered_at), updated_at = clock_timestamp()
+        WHERE id = p_notification_id;
+        IF v_result = 'duplicate' THEN
+            v_result := CASE WHEN v_push.late_receipt THEN 'late' ELSE 'on_time' END;
+        END IF;
+    END IF;
+    RETURN v_result;
+END
+$$;
+
+
+--
+-- Name: record_receipt(uuid, timestamp with time zone); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.record_receipt(p_notification_id uuid, p_at timestamp with time zone DEFAULT clock_timestamp()) RETURNS text
+    LANGUAGE sql
+    AS $$
+    SELECT CASE r WHEN 'not_push' THEN 'unknown' WHEN 'not_sent' THEN 'unknown' ELSE r END
+    FROM precall.record_push_receipt(p_notification_id, 'delivered', p_at) AS r
+$$;
+
+
+--
+-- Name: record_sent_batch(jsonb); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.record_sent_batch(p_rows jsonb) RETURNS SETOF uuid
+    LANGUAGE plpgsql
+    AS $_$
+BEGIN
+    -- SIDs in a fixed order (no deadlock between two batches), before any row lock.
+    IF p_rows @? '$[*] ? (@.channel == "sms")' THEN
+        PERFORM precall.lock_sms_sid(r.provider_id)
+        FROM jsonb_to_recordset(p_rows) AS r(provider_id text, channel text)
+        WHERE r.channel = 'sms' AND r.provider_id IS NOT NULL
+        ORDER BY r.provider_id;
+    END IF;
+    RETURN QUERY
+    WITH r AS (
+        SELECT * FROM jsonb_to_recordset(p_rows) AS r(
+            id uuid, worker text, type text, channel text, title text, body text, provider_id text,
+            reason text, attempted_at timestamptz, sent_at timestamptz, sms_encoding text,
+            sms_segments int, cost numeric, currency text, fallback_at timestamptz)
+    ), sent AS (
+        UPDATE notification_logs n
+        -- A fast device's receipt can land before this write-back (precall.record_push_receipt).
+        SET status = CASE WHEN n.opened_at IS NOT NULL THEN 'opened' WHEN n.delivered_at IS NOT NULL THEN 'delivered' ELSE 'sent' END,
+            type = r.type, channel = r.channel, title = r.title, body = r.body,
+            provider_id = r.provider_id, reason = coalesce(r.reason, n.reason), error_msg = NULL,
+            attempted_at = r.attempted_at, sent_at = r.sent_at,
+            sms_encoding = r.sms_encoding, sms_segments = r.sms_segments,
+            cost_estimate = r.cost, cost_currency = r.currency,
+            lease_owner = NULL, lease_expires_at = NULL, updated_at = clock_timestamp()
+        FROM r
+        WHERE n.id = r.id AND n.status = 'sending' AND n.lease_owner = r.worker
+        RETURNING n.id, n.user_id, n.call_id, n.sent_at, n.planned_for, n.delivered_at, r.fallback_at
+    ), fallback AS (
+        INSERT INTO notification_logs (user_id, call_id, type, channel, status, send_at, planned_for, parent_id)
+        SELECT s.user_id, s.call_id, 'fallback_sms', 'sms', 'queued', s.fallback_at, s.planned_for, s.id
+        FROM sent s
+        WHERE s.fallback_at IS NOT NULL AND s.delivered_at IS NULL
+        ON CONFLICT DO NOTHING
+    ), calls AS (
+        UPDATE scheduled_calls c
+        SET preview_sent = true, preview_sent_at = coalesce(c.preview_sent_at, s.first_sent_at)
+        FROM (SELECT call_id, planned_for, min(sent_at) AS first_sent_at FROM sent GROUP BY call_id, planned_for) s
+        WHERE c.id = s.call_id AND c.scheduled_at = s.planned_for
+    )
+    SELECT s.id FROM sent s;
+END
+$_$;
+
+
+--
+-- Name: record_sms_status(text, text, integer, timestamp with time zone); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.record_sms_status(p_sid text, p_status text, p_error_code integer DEFAULT NULL::integer, p_done_at timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS text
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    -- Taken before the event is stored: a write-back of this SID either committed already (the
+    -- row is found below) or waits for this transaction and applies the event in its trigger.
+    PERFORM precall.lock_sms_sid(p_sid);
+    INSERT INTO precall.sms_status_events (message_sid, status, error_code, done_at)
+    VALUES (p_sid, p_status, p_error_code, p_done_at)
+    ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN 'duplicate';
+    END IF;
+    IF precall.apply_sms_status(p_sid, p_status, p_error_code, coalesce(p_done_at, clock_timestamp())) THEN
+        RETURN 'applied';
+    END IF;
+    RETURN 'pending';
+END
+$$;
+
+
+--
+-- Name: record_unsent(uuid, text, text, text, text, text, text, text, text, timestamp with time zone, text); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.record_unsent(p_id uuid, p_worker text, p_status text, p_reason text, p_type text DEFAULT NULL::text, p_channel text DEFAULT NULL::text, p_title text DEFAULT NULL::text, p_body text DEFAULT NULL::text, p_error_msg text DEFAULT NULL::text, p_attempted_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_fallback_reason text DEFAULT NULL::text) RETURNS uuid
+    LANGUAGE sql
+    AS $$
+    WITH done AS (
+        UPDATE notification_logs
+        SET status = p_status, type = coalesce(p_type, type), channel = p_channel,
+            title = p_title, body = p_body, reason = p_reason, error_msg = p_error_msg,
+            attempted_at = p_attempted_at,
+            lease_owner = NULL, lease_expires_at = NULL, updated_at = clock_timestamp()
+        WHERE id = p_id AND status = 'sending' AND lease_owner = p_worker
+        RETURNING id, user_id, call_id, planned_for
+    )
+    INSERT INTO notification_logs (user_id, call_id, type, channel, status, reason, send_at, planned_for,
+                                   parent_id, lease_owner, lease_expires_at, attempts)
+    SELECT d.user_id, d.call_id, 'fallback_sms', 'sms', 'sending', p_fallback_reason, clock_timestamp(),
+           d.planned_for, d.id, p_worker, clock_timestamp() + (SELECT lease FROM precall.settings), 1
+    FROM done d
+    WHERE p_fallback_reason IS NOT NULL
+    ON CONFLICT DO NOTHING
+    RETURNING id
+$$;
+
+
+--
+-- Name: register_device(uuid, text, text, boolean); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.register_device(p_user uuid, p_token text, p_platform text, p_push_enabled boolean) RETURNS boolean
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    LOOP
+        BEGIN
+            UPDATE users SET fcm_token = p_token, platform = p_platform, push_enabled = p_push_enabled
+            WHERE id = p_user;
+            RETURN FOUND;
+        EXCEPTION WHEN unique_violation THEN
+            -- Another registration of this token committed meanwhile: move it again.
+            NULL;
+        END;
+    END LOOP;
+END
+$$;
+
+
+--
+-- Name: register_session(text, text, integer, boolean); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.register_session(p_name text, p_hostname text, p_pid integer, p_new_process boolean DEFAULT false) RETURNS interval
+    LANGUAGE sql
+    AS $$
+    UPDATE notification_logs SET lease_expires_at = clock_timestamp()
+    WHERE p_new_process AND status = 'sending' AND lease_owner = p_name;
+    UPDATE precall.call_jobs SET lease_expires_at = clock_timestamp()
+    WHERE p_new_process AND status = 'firing' AND lease_owner = p_name;
+    INSERT INTO precall.dispatchers AS d (name, hostname, pid, backend_pid, backend_start, session_at)
+    SELECT p_name, p_hostname, p_pid, a.pid, a.backend_start, clock_timestamp()
+    FROM pg_stat_activity a WHERE a.pid = pg_backend_pid()
+    ON CONFLICT (name) DO UPDATE
+        SET hostname = EXCLUDED.hostname, pid = EXCLUDED.pid,
+            backend_pid = EXCLUDED.backend_pid, backend_start = EXCLUDED.backend_start,
+            session_at = EXCLUDED.session_at, heartbeat_at = clock_timestamp(), stopped_at = NULL;
+    SELECT lease FROM precall.settings;
+$$;
+
+
+--
+-- Name: renew_leases(text, uuid[]); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.renew_leases(p_worker text, p_ids uuid[]) RETURNS SETOF uuid
+    LANGUAGE sql
+    AS $$
+    WITH s AS (SELECT clock_timestamp() + lease AS until FROM precall.settings),
+    previews AS (
+        UPDATE notification_logs n SET lease_expires_at = s.until
+        FROM s
+        WHERE n.id = ANY (p_ids) AND n.status = 'sending' AND n.lease_owner = p_worker
+        RETURNING n.id
+    ), calls AS (
+        UPDATE precall.call_jobs j SET lease_expires_at = s.until
+        FROM s
+        WHERE j.call_id = ANY (p_ids) AND j.status = 'firing' AND j.lease_owner = p_worker
+        RETURNING j.call_id
+    )
+    SELECT id FROM previews UNION ALL SELECT call_id FROM calls
+$$;
+
+
+--
+-- Name: tg_scheduled_calls__after_insert(); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.tg_scheduled_calls__after_insert() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    -- Pre-filter on the widest window (60-minute lead + lookahead) so a bulk load stays cheap.
+    PERFORM precall.plan_calls(ARRAY(
+        SELECT id FROM new_calls
+        WHERE status = 'pending' AND scheduled_at <= clock_timestamp() + interval '70 minutes'));
+    RETURN NULL;
+END
+$$;
+
+
+--
+-- Name: tg_scheduled_calls__after_update(); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.tg_scheduled_calls__after_update() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF NEW.status <> 'pending' THEN
+        PERFORM precall.cancel_unsent(NEW.id, format('call_%s', NEW.status), NEW.status = 'cancelled');
+        RETURN NULL;
+    END IF;
+    IF OLD.scheduled_at IS DISTINCT FROM NEW.scheduled_at THEN
+        PERFORM precall.cancel_unsent(NEW.id,
+            format('rescheduled: call moved from %s to %s', OLD.scheduled_at, NEW.scheduled_at), true);
+    END IF;
+    PERFORM precall.plan_calls(ARRAY[NEW.id]);
+    RETURN NULL;
+END
+$$;
+
+
+--
+-- Name: tg_scheduled_calls__before_update(); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.tg_scheduled_calls__before_update() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    SELECT count(*) > 0, min(n.sent_at) INTO NEW.preview_sent, NEW.preview_sent_at
+    FROM notification_logs n
+    WHERE n.call_id = NEW.id AND n.planned_for = NEW.scheduled_at
+      AND n.type IN ('preview_push', 'preview_sms') AND n.sent_at IS NOT NULL;
+    RETURN NEW;
+END
+$$;
+
+
+--
+-- Name: tg_users__after_update(); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.tg_users__after_update() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_call uuid;
+    v_reason text := format('replanned: notification_lead_min %s -> %s, notification_pref %s -> %s',
+        OLD.notification_lead_min, NEW.notification_lead_min, OLD.notification_pref, NEW.notification_pref);
+    v_calls uuid[] := '{}';
+BEGIN
+    FOR v_call IN
+        SELECT DISTINCT n.call_id FROM notification_logs n
+        WHERE n.user_id = NEW.id AND n.status = 'queued' AND n.type IN ('preview_push', 'preview_sms')
+    LOOP
+        PERFORM precall.cancel_unsent(v_call, v_reason, false);
+        v_calls := v_calls || v_call;
+    END LOOP;
+    -- A longer lead can bring calls into the window that had nothing planned yet.
+    v_calls := v_calls || ARRAY(
+        SELECT c.id FROM scheduled_calls c
+        WHERE c.user_id = NEW.id AND c.status = 'pending'
+          AND c.scheduled_at > clock_timestamp()
+          AND c.scheduled_at <= clock_timestamp() + interval '62 minutes');
+    PERFORM precall.plan_calls(v_calls);
+    RETURN NULL;
+END
+$$;
+
+
+--
+-- Name: tg_users__timezone_is_known(); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.tg_users__timezone_is_known() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF NEW.timezone IS NOT NULL AND NOT precall.is_time_zone(NEW.timezone::text) THEN
+        RAISE EXCEPTION 'users.timezone % is not a time zone', quote_literal(NEW.timezone)
+            USING ERRCODE = '22023', HINT = 'Use an IANA name from pg_timezone_names, such as Europe/Paris.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+
+--
+-- Name: tg_users__token_moves(); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.tg_users__token_moves() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    UPDATE users SET fcm_token = NULL, push_enabled = false
+    WHERE fcm_token = NEW.fcm_token AND id <> NEW.id;
+    RETURN NEW;
+END
+$$;
+
+
+--
+-- Name: scheduled_calls; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.scheduled_calls (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    user_id uuid NOT NULL,
+    scheduled_at timestamp with time zone NOT NULL,
+    status character varying(20) DEFAULT 'pending'::character varying NOT NULL,
+    topic character varying(100),
+    preview_sent boolean DEFAULT false NOT NULL,
+    preview_sent_at timestamp with time zone,
+    CONSTRAINT scheduled_calls_status CHECK (((status)::text = ANY ((ARRAY['pending'::character varying, 'in_progress'::character varying, 'answered'::character varying, 'no_answer'::character varying, 'cancelled'::character varying, 'failed'::character varying])::text[])))
+);
+
+
+--
+-- Name: call_facts; Type: VIEW; Schema: precall; Owner: -
+--
+
+CREATE VIEW precall.call_facts AS
+ SELECT c.id,
+    c.user_id,
+    c.scheduled_at,
+    c.status,
+    ((c.scheduled_at AT TIME ZONE 'UTC'::text))::date AS day,
+    u.locale,
+    COALESCE(u.platform, 'none'::text) AS platform,
+    COALESCE(( SELECT n.channel
+           FROM public.notification_logs n
+          WHERE ((n.call_id = c.id) AND ((n.type)::text = ANY ((ARRAY['preview_push'::character varying, 'preview_sms'::character varying])::text[])) AND (n.sent_at IS NOT NULL))
+          ORDER BY n.sent_at
+         LIMIT 1), 'none'::character varying) AS channel,
+    ((c.status)::text = 'answered'::text) AS answered
+   FROM (public.scheduled_calls c
+     JOIN public.users u ON ((u.id = c.user_id)))
+  WHERE ((c.status)::text = ANY ((ARRAY['answered'::character varying, 'no_answer'::character varying, 'failed'::character varying])::text[]));
+
+
+--
+-- Name: call_jobs; Type: TABLE; Schema: precall; Owner: -
+--
+
+CREATE TABLE precall.call_jobs (
+    call_id uuid NOT NULL,
+    user_id uuid NOT NULL,
+    due_at timestamp with time zone NOT NULL,
+    status text DEFAULT 'queued'::text NOT NULL,
+    reason text,
+    lease_owner text,
+    lease_expires_at timestamp with time zone,
+    attempts integer DEFAULT 0 NOT NULL,
+    fired_at timestamp with time zone,
+    outcome text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT call_jobs_status_check CHECK ((status = ANY (ARRAY['queued'::text, 'firing'::text, 'fired'::text, 'failed'::text, 'cancelled'::text, 'expired'::text])))
+);
+
+
+--
+-- Name: kpi_targets; Type: TABLE; Schema: precall; Owner: -
+--
+
+CREATE TABLE precall.kpi_targets (
+    kpi text NOT NULL,
+    target numeric NOT NULL,
+    higher_is_better boolean NOT NULL,
+    baseline numeric
+);
+
+
+--
+-- Name: notification_facts; Type: VIEW; Schema: precall; Owner: -
+--
+
+CREATE VIEW precall.notification_facts AS
+ SELECT n.id,
+    n.user_id,
+    n.call_id,
+    n.type,
+    n.channel,
+    n.status,
+    n.created_at,
+    ((n.created_at AT TIME ZONE 'UTC'::text))::date AS day,
+    u.locale,
+    COALESCE(u.platform, 'none'::text) AS platform,
+    (n.sent_at IS NOT NULL) AS sent,
+    (n.delivered_at IS NOT NULL) AS delivered,
+    (n.opened_at IS NOT NULL) AS opened,
+    n.late_receipt,
+        CASE
+            WHEN ((n.manual_by IS NULL) AND (n.attempted_at IS NOT NULL) AND (n.send_at IS NOT NULL)) THEN (EXTRACT(epoch FROM (n.attempted_at - n.send_at)) * (1000)::numeric)
+            ELSE NULL::numeric
+        END AS lateness_ms,
+        CASE
+            WHEN (((n.channel)::text = 'push'::text) AND (n.delivered_at IS NOT NULL) AND (n.sent_at IS NOT NULL)) THEN (EXTRACT(epoch FROM (n.delivered_at - n.sent_at)) * (1000)::numeric)
+            ELSE NULL::numeric
+        END AS time_to_receipt_ms,
+        CASE
+            WHEN (n.sent_at IS NOT NULL) THEN n.cost_estimate
+            ELSE NULL::numeric
+        END AS cost,
+    n.cost_currency
+   FROM (public.notification_logs n
+     JOIN public.users u ON ((u.id = n.user_id)));
+
+
+--
+-- Name: schema_migrations; Type: TABLE; Schema: precall; Owner: -
+--
+
+CREATE TABLE precall.schema_migrations (
+    version integer NOT NULL,
+    name text NOT NULL,
+    checksum text NOT NULL,
+    applied_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+
+--
+-- Name: schema_repeatables; Type: TABLE; Schema: precall; Owner: -
+--
+
+CREATE TABLE precall.schema_repeatables (
+    name text NOT NULL,
+    checksum text NOT NULL,
+    applied_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+
+--
+-- Name: settings; Type: TABLE; Schema: precall; Owner: -
+--
+
+CREATE TABLE precall.settings (
+    singleton boolean DEFAULT true NOT NULL,
+    lookahead interval DEFAULT '00:02:00'::interval NOT NULL,
+    min_notice interval DEFAULT '00:00:30'::interval NOT NULL,
+    lease interval DEFAULT '00:01:00'::interval NOT NULL,
+    max_attempts integer DEFAULT 3 NOT NULL,
+    retention interval DEFAULT '180 days'::interval NOT NULL,
+    call_grace interval DEFAULT '00:02:00'::interval NOT NULL,
+    CONSTRAINT settings_call_grace_check CHECK ((call_grace >= '00:00:10'::interval)),
+    CONSTRAINT settings_lease_check CHECK ((lease >= '00:00:05'::interval)),
+    CONSTRAINT settings_lookahead_check CHECK ((lookahead >= '00:01:00'::interval)),
+    CONSTRAINT settings_max_attempts_check CHECK ((max_attempts >= 1)),
+    CONSTRAINT settings_min_notice_check CHECK ((min_notice >= '00:00:05'::interval)),
+    CONSTRAINT settings_retention_check CHECK ((retention >= '1 day'::interval)),
+    CONSTRAINT settings_singleton_check CHECK (singleton)
+);
+
+
+--
+-- Name: sms_status_events; Type: TABLE; Schema: precall; Owner: -
+--
+
+CREATE TABLE precall.sms_status_events (
+    message_sid text NOT NULL,
+    status text NOT NULL,
+    error_code integer,
+    received_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    done_at timestamp with time zone,
+    applied boolean DEFAULT false NOT NULL
+);
+
+
+--
+-- Name: time_zones; Type: TABLE; Schema: precall; Owner: -
+--
+
+CREATE TABLE precall.time_zones (
+    name text NOT NULL
+);
+
+
+--
+-- Name: coach_personas; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.coach_personas (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    name text NOT NULL,
+    CONSTRAINT coach_personas_name_len CHECK (((char_length(name) >= 1) AND (char_length(name) <= 24)))
+);
+
+
+--
+-- Name: call_jobs call_jobs_pkey; Type: CONSTRAINT; Schema: precall; Owner: -
+--
+
+ALTER TABLE ONLY precall.call_jobs
+    ADD CONSTRAINT call_jobs_pkey PRIMARY KEY (call_id);
+
+
+--
+-- Name: dispatchers dispatchers_pkey; Type: CONSTRAINT; Schema: precall; Owner: -
+--
+
+ALTER TABLE ONLY precall.dispatchers
+    ADD CONSTRAINT dispatchers_pkey PRIMARY KEY (name);
+
+
+--
+-- Name: kpi_targets kpi_targets_pkey; Type: CONSTRAINT; Schema: precall; Owner: -
+--
+
+ALTER TABLE ONLY precall.kpi_targets
+    ADD CONSTRAINT kpi_targets_pkey PRIMARY KEY (kpi);
+
+
+--
+-- Name: schema_migrations schema_migrations_pkey; Type: CONSTRAINT; Schema: precall; Owner: -
+--
+
+ALTER TABLE ONLY precall.schema_migrations
+    ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);
+
+
+--
+-- Name: schema_repeatables schema_repeatables_pkey; Type: CONSTRAINT; Schema: precall; Owner: -
+--
+
+ALTER TABLE ONLY precall.schema_repeatables
+    ADD CONSTRAINT schema_repeatables_pkey PRIMARY KEY (name);
+
+
+--
+-- Name: settings settings_pkey; Type: CONSTRAINT; Schema: precall; Owner: -
+--
+
+ALTER TABLE ONLY precall.settings
+    ADD CONSTRAINT settings_pkey PRIMARY KEY (singleton);
+
+
+--
+-- Name: sms_status_events sms_status_events_pkey; Type: CONSTRAINT; Schema: precall; Owner: -
+--
+
+ALTER TABLE ONLY precall.sms_status_events
+    ADD CONSTRAINT sms_status_events_pkey PRIMARY KEY (message_sid, status);
+
+
+--
+-- Name: time_zones time_zones_pkey; Type: CONSTRAINT; Schema: precall; Owner: -
+--
+
+ALTER TABLE ONLY precall.time_zones
+    ADD CONSTRAINT time_zones_pkey PRIMARY KEY (name);
+
+
+--
+-- Name: coach_personas coach_personas_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.coach_personas
+    ADD CONSTRAINT coach_personas_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: notification_logs notification_logs_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.notification_logs
+    ADD CONSTRAINT notification_logs_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: scheduled_calls scheduled_calls_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.scheduled_calls
+    ADD CONSTRAINT scheduled_calls_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: users users_notification_pref; Type: CHECK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE public.users
+    ADD CONSTRAINT users_notification_pref CHECK (((notification_pref)::text = ANY ((ARRAY['push_only'::character varying, 'sms_only'::character varying, 'push_and_sms'::character varying])::text[]))) NOT VALID;
+
+
+--
+-- Name: users users_phone_e164; Type: CHECK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE public.users
+    ADD CONSTRAINT users_phone_e164 CHECK ((phone_number ~ '^\+[1-9][0-9]{6,14}$'::text)) NOT VALID;
+
+
+--
+-- Name: users users_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.users
+    ADD CONSTRAINT users_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: users users_platform; Type: CHECK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE public.users
+    ADD CONSTRAINT users_platform CHECK ((platform = ANY (ARRAY['ios'::text, 'android'::text]))) NOT VALID;
+
+
+--
+-- Name: call_jobs_active_due_idx; Type: INDEX; Schema: precall; Owner: -
+--
+
+CREATE INDEX call_jobs_active_due_idx ON precall.call_jobs USING btree (due_at) WHERE (status = ANY (ARRAY['queued'::text, 'firing'::text]));
+
+
+--
+-- Name: call_jobs_firing_lease_idx; Type: INDEX; Schema: precall; Owner: -
+--
+
+CREATE INDEX call_jobs_firing_lease_idx ON precall.call_jobs USING btree (lease_expires_at) WHERE (status = 'firing'::text);
+
+
+--
+-- Name: idx_notif_call; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX idx_notif_call ON public.notification_logs USING btree (call_id);
+
+
+--
+-- Name: idx_notif_user; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX idx_notif_user ON public.notification_logs USING btree (user_id, created_at DESC);
+
+
+--
+-- Name: notification_logs_active_send_at_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX notification_logs_active_send_at_idx ON public.notification_logs USING btree (send_at) WHERE ((status)::text = ANY ((ARRAY['queued'::character varying, 'sending'::character varying])::text[]));
+
+
+--
+-- Name: notification_logs_created_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX notification_logs_created_idx ON public.notification_logs USING btree (created_at);
+
+
+--
+-- Name: notification_logs_one_active_per_call; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE UNIQUE INDEX notification_logs_one_active_per_call ON public.notification_logs USING btree (call_id, (((type)::text = 'fallback_sms'::text))) WHERE (((status)::text = ANY ((ARRAY['queued'::character varying, 'sending'::character varying])::text[])) AND (NOT resend));
+
+
+--
+-- Name: notification_logs_one_sent_per_call_time; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE UNIQUE INDEX notification_logs_one_sent_per_call_time ON public.notification_logs USING btree (call_id, (((type)::text = 'fallback_sms'::text)), planned_for) WHERE (((status)::text = ANY ((ARRAY['sent'::character varying, 'delivered'::character varying, 'opened'::character varying])::text[])) AND (NOT resend));
+
+
+--
+-- Name: notification_logs_parent_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX notification_logs_parent_idx ON public.notification_logs USING btree (parent_id) WHERE (parent_id IS NOT NULL);
+
+
+--
+-- Name: notification_logs_provider_id_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX notification_logs_provider_id_idx ON public.notification_logs USING btree (provider_id) WHERE (provider_id IS NOT NULL);
+
+
+--
+-- Name: notification_logs_sending_lease_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX notification_logs_sending_lease_idx ON public.notification_logs USING btree (lease_expires_at) WHERE ((status)::text = 'sending'::text);
+
+
+--
+-- Name: scheduled_calls_pending_due_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX scheduled_calls_pending_due_idx ON public.scheduled_calls USING btree (scheduled_at) WHERE ((status)::text = 'pending'::text);
+
+
+--
+-- Name: scheduled_calls_user_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX scheduled_calls_user_idx ON public.scheduled_calls USING btree (user_id, scheduled_at);
+
+
+--
+-- Name: users_coach_persona_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX users_coach_persona_idx ON public.users USING btree (coach_persona_id) WHERE (coach_persona_id IS NOT NULL);
+
+
+--
+-- Name: users_fcm_token_key; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE UNIQUE INDEX users_fcm_token_key ON public.users USING btree (fcm_token) WHERE (fcm_token IS NOT NULL);
+
+
+--
+-- Name: users_notification_lead_min_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX users_notification_lead_min_idx ON public.users USING btree (notification_lead_min);
+
+
+--
+-- Name: users _300_timezone_is_known; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _300_timezone_is_known BEFORE INSERT OR UPDATE OF timezone ON public.users FOR EACH ROW EXECUTE FUNCTION precall.tg_users__timezone_is_known();
+
+
+--
+-- Name: scheduled_calls _400_preview_sent_follows_time; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _400_preview_sent_follows_time BEFORE UPDATE OF scheduled_at ON public.scheduled_calls FOR EACH ROW WHEN ((old.scheduled_at IS DISTINCT FROM new.scheduled_at)) EXECUTE FUNCTION precall.tg_scheduled_calls__before_update();
+
+
+--
+-- Name: users _400_token_moves; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _400_token_moves BEFORE INSERT OR UPDATE OF fcm_token ON public.users FOR EACH ROW WHEN ((new.fcm_token IS NOT NULL)) EXECUTE FUNCTION precall.tg_users__token_moves();
+
+
+--
+-- Name: notification_logs _500_apply_early_sms_status; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _500_apply_early_sms_status AFTER UPDATE OF provider_id ON public.notification_logs FOR EACH ROW WHEN ((((new.channel)::text = 'sms'::text) AND ((new.status)::text = 'sent'::text) AND (new.provider_id IS NOT NULL) AND ((old.provider_id)::text IS DISTINCT FROM (new.provider_id)::text))) EXECUTE FUNCTION precall._apply_early_sms_status();
+
+
+--
+-- Name: scheduled_calls _500_plan_previews; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _500_plan_previews AFTER INSERT ON public.scheduled_calls REFERENCING NEW TABLE AS new_calls FOR EACH STATEMENT EXECUTE FUNCTION precall.tg_scheduled_calls__after_insert();
+
+
+--
+-- Name: scheduled_calls _500_replan_previews; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _500_replan_previews AFTER UPDATE OF scheduled_at, status ON public.scheduled_calls FOR EACH ROW WHEN (((old.scheduled_at IS DISTINCT FROM new.scheduled_at) OR ((old.status)::text IS DISTINCT FROM (new.status)::text))) EXECUTE FUNCTION precall.tg_scheduled_calls__after_update();
+
+
+--
+-- Name: users _500_replan_previews; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _500_replan_previews AFTER UPDATE OF notification_lead_min, notification_pref ON public.users FOR EACH ROW WHEN (((old.notification_lead_min IS DISTINCT FROM new.notification_lead_min) OR ((old.notification_pref)::text IS DISTINCT FROM (new.notification_pref)::text))) EXECUTE FUNCTION precall.tg_users__after_update();
+
+
+--
+-- Name: call_jobs call_jobs_call_id_fkey; Type: FK CONSTRAINT; Schema: precall; Owner: -
+--
+
+ALTER TABLE ONLY precall.call_jobs
+    ADD CONSTRAINT call_jobs_call_id_fkey FOREIGN KEY (call_id) REFERENCES public.scheduled_calls(id) ON DELETE CASCADE;
+
+
+--
+-- Name: notification_logs notification_logs_call_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.notification_logs
+    ADD CONSTRAINT notification_logs_call_id_fkey FOREIGN KEY (call_id) REFERENCES public.scheduled_calls(id) ON DELETE CASCADE;
+
+
+--
+-- Name: notification_logs notification_logs_parent_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.notification_logs
+    ADD CONSTRAINT notification_logs_parent_id_fkey FOREIGN KEY (parent_id) REFERENCES public.notification_logs(id) ON DELETE SET NULL;
+
+
+--
+-- Name: notification_logs notification_logs_user_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.notification_logs
+    ADD CONSTRAINT notification_logs_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE CASCADE;
+
+
+--
+-- Name: scheduled_calls scheduled_calls_user_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.scheduled_calls
+    ADD CONSTRAINT scheduled_calls_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE CASCADE;
+
+
+--
+-- Name: users users_coach_persona_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.users
+    ADD CONSTRAINT users_coach_persona_id_fkey FOREIGN KEY (coach_persona_id) REFERENCES public.coach_personas(id) ON DELETE SET NULL;
+
+
+--
+-- PostgreSQL database dump complete
+--
+
+\unrestrict precall
+
