@@ -73,7 +73,8 @@ bench-size: install
 # mypy cannot see through setuptools' editable import hook: check a symlinked precall/ tree.
 typecheck: install
 	$(BIN)/python -m pip install -q mypy
-	rm -rf build/mypy && mkdir -p build/mypy/precall && cp precall/__init__.py build/mypy/precall/
+	rm -rf build/mypy && mkdir -p build/mypy/precall
+	for f in precall/*; do ln -s $(CURDIR)/$$f build/mypy/$$f; done
 	for d in dispatcher cli api sql templates; do ln -s $(CURDIR)/$$d build/mypy/precall/$$d; done
 	cd build/mypy && $(CURDIR)/$(BIN)/python -m mypy --ignore-missing-imports --disallow-untyped-defs \
 		--check-untyped-defs --warn-unused-ignores -p precall

@@ -10,8 +10,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from precall.dispatcher.config import database_url
-from precall.dispatcher.errors import ConfigError
+from precall.config import database_url
+from precall.errors import ConfigError
 
 
 def _public_key(raw: str | None) -> str | None:

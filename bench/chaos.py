@@ -3,7 +3,7 @@
     .venv/bin/python bench/chaos.py [kill9 pg_restart listener_kill provider_faults three path_c_kill9 ...]
 
 Each scenario gets its own database on one throwaway PostgreSQL 15 with pg_cron, `precall
-dispatcher` child processes with the real SDKs pointed at tests/fakes/, and previews whose
+dispatcher` child processes with the real SDKs pointed at precall/fakes/, and previews whose
 send_at are spread over a few tens of seconds (90% push, 10% SMS, 2-minute lead). After the
 run, every call must have a preview row in a final state (sent, or failed/skipped/cancelled
 with a reason), every row marked sent must have reached a fake, and each call's requests at the
@@ -25,10 +25,10 @@ from pathlib import Path
 
 import psycopg
 
-import harness  # bench/harness.py; it also puts tests/ on sys.path for the fakes
-from fakes.fake_fcm import FakeFcmServer
-from fakes.fake_twilio import FakeTwilioServer
-from precall.cli import localdb
+import harness  # bench/harness.py
+from precall.fakes.fake_fcm import FakeFcmServer
+from precall.fakes.fake_twilio import FakeTwilioServer
+from precall import localdb
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Benchmarks: how late previews leave, how fast a burst drains, what planning costs.
 
 Runs on a throwaway local PostgreSQL with pg_cron, `precall dispatcher` as a child process with
-the real firebase-admin / twilio SDKs pointed at the local fakes (tests/fakes/).
+the real firebase-admin / twilio SDKs pointed at the local fakes (precall/fakes/).
 
     .venv/bin/python bench/dispatch_latency.py [--spread 200] [--burst 2000] [--plan-calls 1000000]
 
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import psycopg
 
-import harness  # bench/harness.py; it also puts tests/ on sys.path for the fakes
-from fakes.fake_fcm import FakeFcmServer
-from fakes.fake_twilio import FakeTwilioServer
-from precall.cli import localdb
+import harness  # bench/harness.py
+from precall.fakes.fake_fcm import FakeFcmServer
+from precall.fakes.fake_twilio import FakeTwilioServer
+from precall import localdb
 
 
 def pct(values: list[float], p: float) -> float:

@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 import psycopg
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
-
-from fakes.fake_fcm import FakeFcmServer, service_account  # noqa: E402
-from fakes.fake_twilio import FakeTwilioServer  # noqa: E402
-from precall.cli import localdb  # noqa: E402
-from precall.dispatcher import migrate  # noqa: E402
+from precall.fakes.fake_fcm import FakeFcmServer, service_account
+from precall.fakes.fake_twilio import FakeTwilioServer
+from precall import localdb
+from precall.sql import migrate
 
 
 def migrated_database(cluster: localdb.LocalCluster, name: str) -> str:

@@ -25,7 +25,7 @@ from pathlib import Path
 import psycopg
 
 import harness  # bench/harness.py
-from precall.cli import localdb
+from precall import localdb
 
 WINDOW_AT = "date_trunc('minute', now()) + interval '10 days'"  # inside the data: ~14k calls per 62 min at 10M
 

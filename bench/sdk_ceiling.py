@@ -23,8 +23,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import harness  # bench/harness.py  (puts tests/ on sys.path)
-from fakes.fake_fcm import FakeFcmServer, service_account
+from precall.fakes.fake_fcm import FakeFcmServer, service_account
 
 
 def client(creds: str, url: str, count: int, in_flight: int, lanes: bool, start: Any, out: Any) -> None:
@@ -104,7 +103,6 @@ def main() -> None:
     text = json.dumps(result, indent=2)
     print(text)
     (Path(__file__).parent / "results_sdk_ceiling.json").write_text(text + "\n")
-    _ = harness  # imported for its sys.path setup
 
 
 if __name__ == "__main__":

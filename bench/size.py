@@ -29,7 +29,7 @@ import psycopg
 from twilio.request_validator import RequestValidator
 
 import harness  # bench/harness.py
-from precall.cli import localdb
+from precall import localdb
 
 JWT_SECRET = "bench-secret-" + "s" * 32
 TWILIO_TOKEN = "bench-twilio-token"

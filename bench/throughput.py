@@ -4,7 +4,7 @@
         [--fcm-latency 0.05] [--twilio-latency 0.2] [--profile]
 
 A throwaway PostgreSQL 15 with pg_cron; `precall dispatcher` child processes with firebase-admin
-and twilio pointed at the local fakes (tests/fakes/), which answer after the given latency. Every
+and twilio pointed at the local fakes (precall/fakes/), which answer after the given latency. Every
 preview's send_at is the same second. Reported: previews/s from the first send_at to the last
 write-back, the sends each fake received (duplicates counted), CPU seconds per process group
 (dispatchers, PostgreSQL, the fakes in this process), peak RSS per dispatcher, and with --profile
@@ -28,10 +28,10 @@ from pathlib import Path
 
 import psycopg
 
-import harness  # bench/harness.py; it also puts tests/ on sys.path for the fakes
-from fakes.fake_fcm import FakeFcmServer
-from fakes.fake_twilio import FakeTwilioServer
-from precall.cli import localdb
+import harness  # bench/harness.py
+from precall.fakes.fake_fcm import FakeFcmServer
+from precall.fakes.fake_twilio import FakeTwilioServer
+from precall import localdb
 
 TICK = os.sysconf("SC_CLK_TCK")
 

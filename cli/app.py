@@ -12,7 +12,7 @@ from precall.cli import (
     api_command, calls_commands, capacity_command, db_commands, demo_commands, dispatcher_command, doctor_command, history_command,
     render_commands, send_command, stats_command,
 )
-from precall.dispatcher.errors import PrecallError
+from precall.errors import PrecallError
 
 app = typer.Typer(
     no_args_is_help=True,

@@ -11,8 +11,8 @@ from psycopg.rows import dict_row
 
 from precall.cli.history_command import parse_uuid
 from precall.cli.output import JSON_HELP, emit
-from precall.dispatcher.config import database_url
-from precall.dispatcher.errors import PrecallError
+from precall.config import database_url
+from precall.errors import PrecallError
 
 app = typer.Typer(no_args_is_help=True, help="List, schedule, reschedule and cancel calls.")
 

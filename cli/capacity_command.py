@@ -10,8 +10,8 @@ import typer
 from psycopg.rows import dict_row
 
 from precall.cli.output import JSON_HELP, emit, to_json
-from precall.dispatcher.config import database_url
-from precall.dispatcher.errors import PrecallError
+from precall.config import database_url
+from precall.errors import PrecallError
 
 ENV_RATE = {"push": "PRECALL_FCM_RATE_PER_S", "sms": "PRECALL_TWILIO_RATE_PER_S"}
 ALIVE_SQL = ("SELECT count(*) FROM precall.dispatchers"

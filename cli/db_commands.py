@@ -6,9 +6,9 @@ import os
 
 import typer
 
-from precall.dispatcher import cron, migrate
-from precall.dispatcher.config import database_url
-from precall.dispatcher.errors import CronUnavailable
+from precall.sql import cron, migrate
+from precall.config import database_url
+from precall.errors import CronUnavailable
 
 app = typer.Typer(no_args_is_help=True, help="Schema migrations and the pg_cron planning job.")
 

@@ -10,9 +10,10 @@ from pathlib import Path
 import psycopg
 import typer
 
-from precall.cli import localdb
-from precall.dispatcher import cron, logs, migrate
-from precall.dispatcher.config import Config
+from precall import localdb
+from precall.sql import cron, migrate
+from precall import logs
+from precall.config import Config
 from precall.dispatcher.service import Dispatcher
 
 app = typer.Typer(no_args_is_help=True, help="A running demo on a local PostgreSQL with pg_cron.")

@@ -7,8 +7,8 @@ import signal
 
 import typer
 
-from precall.dispatcher import logs
-from precall.dispatcher.config import Config
+from precall import logs
+from precall.config import Config
 from precall.dispatcher.service import Dispatcher
 
 

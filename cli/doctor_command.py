@@ -11,9 +11,9 @@ import typer
 
 from precall.cli import capacity_command
 from precall.cli.output import to_json
-from precall.dispatcher import cron, migrate
-from precall.dispatcher.config import Config, database_url
-from precall.dispatcher.errors import PrecallError
+from precall.sql import cron, migrate
+from precall.config import Config, database_url
+from precall.errors import PrecallError
 from precall.dispatcher.providers import factory
 from precall.dispatcher.service import HEARTBEAT_EVERY_S
 

@@ -9,8 +9,8 @@ import typer
 from psycopg.rows import dict_row
 
 from precall.cli.output import JSON_HELP, emit
-from precall.dispatcher.config import database_url
-from precall.dispatcher.errors import PrecallError
+from precall.config import database_url
+from precall.errors import PrecallError
 
 COLUMNS = ["created_at", "type", "channel", "status", "title", "sent_at", "delivered_at", "opened_at", "reason", "id"]
 

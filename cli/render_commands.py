@@ -9,11 +9,11 @@ from typing import Optional
 import psycopg
 import typer
 
-from precall.dispatcher.catalog import TEMPLATE_KEYS, Catalog
-from precall.dispatcher.config import database_url
-from precall.dispatcher.errors import PrecallError
-from precall.dispatcher.messages import MessageInput, minutes_left
-from precall.dispatcher.render import RenderedPreview, Renderer
+from precall.templates.catalog import TEMPLATE_KEYS, Catalog
+from precall.config import database_url
+from precall.errors import PrecallError
+from precall.templates.messages import MessageInput, minutes_left
+from precall.templates.render import RenderedPreview, Renderer
 
 templates_app = typer.Typer(no_args_is_help=True, help="Check the message templates.")
 

@@ -16,12 +16,12 @@ from psycopg.rows import class_row, dict_row
 from precall.cli.history_command import parse_uuid
 from precall.cli.output import emit, to_json
 from precall.dispatcher.channel import Path, Reachability, select_notification_path
-from precall.dispatcher.config import Config, database_url
+from precall.config import Config, database_url
 from precall.dispatcher.db import Database
-from precall.dispatcher.errors import PrecallError
-from precall.dispatcher.messages import MessageInput, minutes_left
+from precall.errors import PrecallError
+from precall.templates.messages import MessageInput, minutes_left
 from precall.dispatcher.providers import factory
-from precall.dispatcher.render import Renderer
+from precall.templates.render import Renderer
 from precall.dispatcher.send_preview import ClaimedPreview, PreviewSender
 
 RESULT_COLUMNS = ["type", "channel", "status", "sent_at", "provider_id", "reason", "id"]

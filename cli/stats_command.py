@@ -12,8 +12,8 @@ import typer
 from psycopg.rows import dict_row
 
 from precall.cli.output import JSON_HELP, table, to_json
-from precall.dispatcher.config import database_url
-from precall.dispatcher.errors import PrecallError
+from precall.config import database_url
+from precall.errors import PrecallError
 
 UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 GROUPS = ("channel", "locale", "platform", "day")

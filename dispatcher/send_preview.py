@@ -13,16 +13,16 @@ from typing import Any
 from precall import sql
 from precall.dispatcher.db import Database
 from precall.dispatcher.channel import Path, Reachability, select_notification_path, valid_phone
-from precall.dispatcher.config import Config
+from precall.config import Config
 from precall.dispatcher.liveness import Liveness
-from precall.dispatcher.messages import MessageInput, minutes_left
+from precall.templates.messages import MessageInput, minutes_left
 from precall.dispatcher.metrics import Metrics
 from precall.dispatcher.pacing import Pacer
 from precall.dispatcher.providers.base import (
     DeadToken, ProviderError, PushRequest, PushSender, SmsOptedOut, SmsRequest, SmsSender, Transient,
 )
-from precall.dispatcher.render import RenderedPreview, Renderer
-from precall.dispatcher.sms_pricing import estimate
+from precall.templates.render import RenderedPreview, Renderer
+from precall.templates.sms_pricing import estimate
 from precall.dispatcher.write_back import SentWriter, with_retry
 
 log = logging.getLogger("precall.dispatcher")

@@ -18,14 +18,14 @@ from psycopg.rows import class_row
 from precall import sql
 from precall.dispatcher.db import Database
 from precall.dispatcher.call_hand_off import CallHandOff, DueCall
-from precall.dispatcher.config import Config
-from precall.dispatcher.errors import ConfigError
+from precall.config import Config
+from precall.errors import ConfigError
 from precall.dispatcher.listener import listen
 from precall.dispatcher.liveness import Liveness
 from precall.dispatcher.metrics import Metrics
 from precall.dispatcher.providers import factory
 from precall.dispatcher.providers.base import PushSender, SmsSender
-from precall.dispatcher.render import Renderer
+from precall.templates.render import Renderer
 from precall.dispatcher.send_preview import ClaimedPreview, PreviewSender
 from precall.dispatcher.systemd import SystemdNotifier
 

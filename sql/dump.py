@@ -18,7 +18,7 @@ SCHEMA_FILE = Path(__file__).with_name("schema.sql")
 
 
 def pg_dump_bin() -> str:
-    from precall.cli.localdb import _pg_bindir
+    from precall.localdb import _pg_bindir
 
     return str(_pg_bindir() / "pg_dump")
 
@@ -38,8 +38,8 @@ def comparable(text: str) -> list[str]:
 def main() -> None:
     import psycopg
 
-    from precall.cli import localdb
-    from precall.dispatcher import migrate
+    from precall import localdb
+    from precall.sql import migrate
 
     cluster = localdb.throwaway(preload_cron=False)
     try:

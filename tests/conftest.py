@@ -27,10 +27,10 @@ import psycopg.rows
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from fakes.fake_fcm import FakeFcmServer, service_account
-from fakes.fake_twilio import FakeTwilioServer
-from precall.cli import localdb
-from precall.dispatcher import cron, migrate
+from precall.fakes.fake_fcm import FakeFcmServer, service_account
+from precall.fakes.fake_twilio import FakeTwilioServer
+from precall import localdb
+from precall.sql import cron, migrate
 
 TESTS = Path(__file__).parent
 

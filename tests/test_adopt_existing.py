@@ -9,7 +9,7 @@ import psycopg
 
 from conftest import wait_until
 
-from precall.dispatcher import migrate
+from precall.sql import migrate
 
 APP_SCHEMA = """
 CREATE TABLE orgs (id serial PRIMARY KEY, name text NOT NULL);

@@ -9,9 +9,9 @@ import time
 import psycopg
 import pytest
 
-from precall.cli import localdb
-from precall.dispatcher import cron, migrate
-from precall.dispatcher.errors import CronUnavailable
+from precall import localdb
+from precall.sql import cron, migrate
+from precall.errors import CronUnavailable
 
 from conftest import PgServer, dbname
 

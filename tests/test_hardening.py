@@ -65,8 +65,8 @@ def test_an_unknown_time_zone_is_refused_and_calls_list_keeps_working(db, conn, 
 
 
 def _adopt(empty_db: str, setup: str) -> str:
-    from precall.dispatcher import migrate
-    from precall.dispatcher.errors import MigrationError
+    from precall.sql import migrate
+    from precall.errors import MigrationError
 
     with psycopg.connect(empty_db, autocommit=True) as c:
         c.execute(setup.encode())

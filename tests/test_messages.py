@@ -7,11 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from precall.dispatcher import gsm7
-from precall.dispatcher.messages import MessageInput, coach_name, minutes_left, streak_emoji
-from precall.dispatcher.render import Renderer
-from precall.dispatcher.sms_pricing import country_of, estimate
-from precall.dispatcher.config import DEFAULT_SMS_PRICES
+from precall.templates import gsm7
+from precall.templates.messages import MessageInput, coach_name, minutes_left, streak_emoji
+from precall.templates.render import Renderer
+from precall.templates.sms_pricing import country_of, estimate
+from precall.config import DEFAULT_SMS_PRICES
 from decimal import Decimal
 
 R = Renderer()

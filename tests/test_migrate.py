@@ -8,8 +8,8 @@ import psycopg
 import pytest
 
 from precall import sql
-from precall.dispatcher import migrate
-from precall.dispatcher.errors import MigrationError
+from precall.sql import migrate
+from precall.errors import MigrationError
 
 
 def _ledger(dsn: str) -> list[tuple[int, str]]:

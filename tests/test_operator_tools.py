@@ -16,7 +16,7 @@ import psycopg.rows
 import pytest
 
 from conftest import free_port, wait_until
-from precall.dispatcher import cron
+from precall.sql import cron
 
 
 def cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from firebase_admin import messaging
 
-from precall.dispatcher.config import Config
+from precall.config import Config
 
 
 def test_pinned_firebase_admin_still_has_the_endpoint_we_override() -> None:
@@ -73,7 +73,7 @@ def test_a_burst_of_fcm_503s_does_not_exhaust_the_connection_pool(fake_fcm, tmp_
     import json
     from datetime import datetime, timedelta, timezone
 
-    from fakes.fake_fcm import service_account
+    from precall.fakes.fake_fcm import service_account
     from precall.dispatcher.providers.base import PushRequest, Transient
     from precall.dispatcher.providers.fcm import FcmPushSender
 
@@ -107,7 +107,7 @@ def test_sixty_four_pushes_in_flight_reuse_their_connections(fake_fcm, tmp_path)
     import json
     from datetime import datetime, timedelta, timezone
 
-    from fakes.fake_fcm import service_account
+    from precall.fakes.fake_fcm import service_account
     from precall.dispatcher.providers.base import PushRequest
     from precall.dispatcher.providers.fcm import FcmPushSender
 

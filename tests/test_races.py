@@ -62,8 +62,8 @@ def test_writing_a_token_directly_moves_it(conn, make) -> None:
 
 
 def test_migration_refuses_tokens_already_shared(empty_db) -> None:
-    from precall.dispatcher import migrate
-    from precall.dispatcher.errors import MigrationError
+    from precall.sql import migrate
+    from precall.errors import MigrationError
 
     with psycopg.connect(empty_db, autocommit=True) as c:
         c.execute("CREATE TABLE users (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), fcm_token text)")

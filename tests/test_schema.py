@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from precall import sql
-from precall.dispatcher import migrate
+from precall.sql import migrate
 from precall.sql import dump
 
 SQL_DIR = Path(sql.__file__).parent
@@ -104,7 +104,7 @@ def test_an_existing_database_migrated_before_the_definition_files_ends_up_ident
 
 @pytest.mark.parametrize("bad", ["CREATE OR REPLACE FUNCTION precall.broken( RETURNS int AS $$ $$;"])
 def test_a_broken_definition_file_fails_in_one_line_and_changes_nothing(empty_db, monkeypatch, bad) -> None:
-    from precall.dispatcher.errors import MigrationError
+    from precall.errors import MigrationError
 
     migrate.migrate(empty_db)
     original = sql.repeatables

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from precall.dispatcher.config import Config
+from precall.config import Config
 from precall.dispatcher.providers.base import PushSender, SmsSender
 from precall.dispatcher.providers.fcm import FcmPushSender
 from precall.dispatcher.providers.log import LogPushSender, LogSmsSender

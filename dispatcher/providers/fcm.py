@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 import firebase_admin
 from firebase_admin import _retry, credentials, exceptions, messaging
 
-from precall.dispatcher.errors import ConfigError
+from precall.errors import ConfigError
 from precall.dispatcher.providers.base import Accepted, DeadToken, Permanent, PushRequest, Transient
 from precall.dispatcher.providers.http_lanes import LaneTransport
 

@@ -11,7 +11,7 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
-from precall.dispatcher.errors import ConfigError
+from precall.errors import ConfigError
 from precall.dispatcher.providers.base import Accepted, Permanent, SmsOptedOut, SmsRequest, Transient
 
 MIN_VALIDITY_S = 5

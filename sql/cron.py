@@ -9,7 +9,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from precall import sql
-from precall.dispatcher.errors import CronUnavailable
+from precall.errors import CronUnavailable
 
 PLAN_SCHEDULE = "* * * * *"
 PURGE_SCHEDULE = "17 3 * * *"

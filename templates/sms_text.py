@@ -19,9 +19,9 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from precall.dispatcher import gsm7
-from precall.dispatcher.catalog import Catalog
-from precall.dispatcher.messages import Resolved
+from precall.templates import gsm7
+from precall.templates.catalog import Catalog
+from precall.templates.messages import Resolved
 
 
 @dataclass(frozen=True)

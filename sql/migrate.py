@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import psycopg
 
 from precall import sql
-from precall.dispatcher.errors import MigrationError
+from precall.errors import MigrationError
 
 # One lock for every precall migrate on the cluster's database: concurrent runs queue up.
 _LOCK = "SELECT pg_advisory_lock(hashtextextended('precall.migrate', 0))"

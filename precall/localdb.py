@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from precall.dispatcher.errors import PrecallError
+from precall.errors import PrecallError
 
 
 def _pg_bindir() -> Path:

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from fakes.http_fake import FakeServer, JsonHandler
+from precall.fakes.http_fake import FakeServer, JsonHandler
 
 SEND_PATH = re.compile(r"^/v1/projects/([^/]+)/messages:send$")
 

@@ -8,7 +8,7 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from precall.dispatcher.catalog import Catalog, Phrase
+from precall.templates.catalog import Catalog, Phrase
 
 log = logging.getLogger("precall.messages")
 

@@ -6,9 +6,9 @@ import os
 from collections.abc import Mapping
 from functools import cached_property
 
-from precall.dispatcher.catalog import Catalog
-from precall.dispatcher.messages import MessageInput, PushText, Resolved, push_text, resolve
-from precall.dispatcher.sms_text import SmsText, build_sms
+from precall.templates.catalog import Catalog
+from precall.templates.messages import MessageInput, PushText, Resolved, push_text, resolve
+from precall.templates.sms_text import SmsText, build_sms
 
 
 class RenderedPreview:

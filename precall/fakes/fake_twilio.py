@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
-from fakes.http_fake import FakeServer, JsonHandler
+from precall.fakes.http_fake import FakeServer, JsonHandler
 
 MESSAGES_PATH = re.compile(r"^/2010-04-01/Accounts/(AC\w+)/Messages\.json$")
 

@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Literal
 
 from precall.dispatcher.db import session_limits
-from precall.dispatcher.errors import ConfigError
+from precall.errors import ConfigError
 
 PushProvider = Literal["fcm", "log"]
 SmsProvider = Literal["twilio", "log"]
