@@ -49,5 +49,17 @@ def select_notification_path(user: Reachability) -> Path | None:
     return None
 
 
+def first_preview_type(user: Reachability) -> str | None:
+    """What the sender sends first on the path (send_preview.py `_process`): push_and_sms without a
+    usable token sends its SMS half. SQL's precall.guess_preview_type plans with the same answer
+    (tests/test_channel_rule.py checks every combination)."""
+    path = select_notification_path(user)
+    if path is None:
+        return None
+    if path is Path.SMS or (path is Path.PUSH_WITH_FALLBACK and not user.can_push):
+        return "preview_sms"
+    return "preview_push"
+
+
 def valid_phone(number: str) -> bool:
     return bool(E164.match(number))

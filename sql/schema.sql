@@ -358,7 +358,7 @@ BEGIN
     IF v_id IS NULL THEN
         INSERT INTO notification_logs AS n (user_id, call_id, type, status, reason, send_at, planned_for,
                                             lease_owner, lease_expires_at, attempts, manual_by, resend)
-        VALUES (v_call.user_id, p_call_id, coalesce(p_type, precall.guess_preview_type(v_user)), 'sending',
+        VALUES (v_call.user_id, p_call_id, coalesce(p_type, precall.guess_preview_type(v_user), 'preview_push'), 'sending',
                 CASE WHEN p_force THEN 'manual resend' ELSE 'manual send' END, v_now, v_call.scheduled_at,
                 p_worker, v_now + v_lease, 1, p_worker, p_force)
         RETURNING n.id INTO v_id;
@@ -464,10 +464,11 @@ CREATE FUNCTION precall.guess_preview_type(u public.users) RETURNS text
     AS $$
     SELECT CASE
         WHEN u.notification_pref = 'sms_only' THEN 'preview_sms'
-        WHEN u.notification_pref = 'push_and_sms' THEN 'preview_push'
-        WHEN u.fcm_token IS NOT NULL AND u.push_enabled THEN 'preview_push'
-        WHEN u.phone_number IS NOT NULL AND NOT u.sms_opted_out THEN 'preview_sms'
-        ELSE 'preview_push'
+        WHEN u.notification_pref = 'push_and_sms' THEN
+            CASE WHEN coalesce(u.fcm_token, '') <> '' AND coalesce(u.push_enabled, false)
+                 THEN 'preview_push' ELSE 'preview_sms' END
+        WHEN coalesce(u.fcm_token, '') <> '' AND coalesce(u.push_enabled, false) THEN 'preview_push'
+        WHEN coalesce(u.phone_number, '') <> '' AND NOT coalesce(u.sms_opted_out, false) THEN 'preview_sms'
     END
 $$;
 
@@ -744,8 +745,8 @@ BEGIN
             SELECT * FROM %s
         ), inserted AS (
             INSERT INTO notification_logs (user_id, call_id, type, channel, status, reason, send_at, planned_for)
-            SELECT cd.user_id, cd.call_id, cd.type,
-                   CASE cd.type WHEN 'preview_sms' THEN 'sms' ELSE 'push' END,
+            SELECT cd.user_id, cd.call_id, coalesce(cd.type, 'preview_push'),
+                   CASE cd.type WHEN 'preview_sms' THEN 'sms' WHEN 'preview_push' THEN 'push' END,
                    CASE WHEN cd.scheduled_at - $1 < $4 THEN 'skipped' ELSE 'queued' END,
                    CASE WHEN cd.scheduled_at <= $1
                         THEN format('in_past: the call at %%s was %%s ago when it was planned',

@@ -82,7 +82,7 @@ BEGIN
     IF v_id IS NULL THEN
         INSERT INTO notification_logs AS n (user_id, call_id, type, status, reason, send_at, planned_for,
                                             lease_owner, lease_expires_at, attempts, manual_by, resend)
-        VALUES (v_call.user_id, p_call_id, coalesce(p_type, precall.guess_preview_type(v_user)), 'sending',
+        VALUES (v_call.user_id, p_call_id, coalesce(p_type, precall.guess_preview_type(v_user), 'preview_push'), 'sending',
                 CASE WHEN p_force THEN 'manual resend' ELSE 'manual send' END, v_now, v_call.scheduled_at,
                 p_worker, v_now + v_lease, 1, p_worker, p_force)
         RETURNING n.id INTO v_id;

@@ -4,8 +4,12 @@
 -- The current definition of each object below; `precall db migrate` re-applies this file when it
 -- changes (after the numbered migrations). Edit here, never in sql/migrations/.
 
--- The path the spec's select_notification_path would take for this user right now (planning
--- guess only; the dispatcher decides again from the user's row at send time).
+-- The preview the dispatcher will send first for this user: the spec's select_notification_path
+-- as dispatcher/channel.py applies it (that file owns the rule; tests/test_channel_rule.py runs
+-- every combination of these fields, NULLs and empty strings included, through both).
+-- 'preview_push', 'preview_sms', or NULL for a user with no channel (planned without one; the
+-- dispatcher skips it as no_channel). push_and_sms without a usable token sends the SMS half.
+-- A guess made at planning: the dispatcher decides again from the user's row at send time.
 CREATE OR REPLACE FUNCTION precall.guess_preview_type(u users)
  RETURNS text
  LANGUAGE sql
@@ -13,10 +17,11 @@ CREATE OR REPLACE FUNCTION precall.guess_preview_type(u users)
 AS $function$
     SELECT CASE
         WHEN u.notification_pref = 'sms_only' THEN 'preview_sms'
-        WHEN u.notification_pref = 'push_and_sms' THEN 'preview_push'
-        WHEN u.fcm_token IS NOT NULL AND u.push_enabled THEN 'preview_push'
-        WHEN u.phone_number IS NOT NULL AND NOT u.sms_opted_out THEN 'preview_sms'
-        ELSE 'preview_push'
+        WHEN u.notification_pref = 'push_and_sms' THEN
+            CASE WHEN coalesce(u.fcm_token, '') <> '' AND coalesce(u.push_enabled, false)
+                 THEN 'preview_push' ELSE 'preview_sms' END
+        WHEN coalesce(u.fcm_token, '') <> '' AND coalesce(u.push_enabled, false) THEN 'preview_push'
+        WHEN coalesce(u.phone_number, '') <> '' AND NOT coalesce(u.sms_opted_out, false) THEN 'preview_sms'
     END
 $function$;
 
@@ -52,8 +57,8 @@ BEGIN
             SELECT * FROM %s
         ), inserted AS (
             INSERT INTO notification_logs (user_id, call_id, type, channel, status, reason, send_at, planned_for)
-            SELECT cd.user_id, cd.call_id, cd.type,
-                   CASE cd.type WHEN 'preview_sms' THEN 'sms' ELSE 'push' END,
+            SELECT cd.user_id, cd.call_id, coalesce(cd.type, 'preview_push'),
+                   CASE cd.type WHEN 'preview_sms' THEN 'sms' WHEN 'preview_push' THEN 'push' END,
                    CASE WHEN cd.scheduled_at - $1 < $4 THEN 'skipped' ELSE 'queued' END,
                    CASE WHEN cd.scheduled_at <= $1
                         THEN format('in_past: the call at %%s was %%s ago when it was planned',
