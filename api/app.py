@@ -13,7 +13,7 @@ from precall.api import app_routes, errors, twilio_status
 from precall.api.errors import ApiError, responses
 from precall.api.limits import RequestLimits
 from precall.api.models import Health
-from precall.api.settings import ApiConfig
+from precall.config import ApiConfig
 
 
 def create_app(config: ApiConfig) -> FastAPI:

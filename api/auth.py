@@ -11,7 +11,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from precall.api.errors import ApiError
-from precall.api.settings import ApiConfig
+from precall.config import ApiConfig
 
 bearer = HTTPBearer(auto_error=False, description="A JWT whose `sub` is the user id.")
 LEEWAY_S = 30  # clock skew between the app's auth server and us

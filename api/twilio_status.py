@@ -12,7 +12,7 @@ from twilio.request_validator import RequestValidator
 
 from precall.api.errors import BODY_LIMITS, ApiError, responses
 from precall.api.models import TwilioStatusAck
-from precall.api.settings import ApiConfig
+from precall.config import ApiConfig
 
 router = APIRouter()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import psycopg
@@ -10,26 +9,24 @@ import typer
 from psycopg.rows import dict_row
 
 from precall.cli.output import JSON_HELP, emit, to_json
-from precall.config import database_url
+from precall import config as settings
+from precall.config import RATE_VARIABLES, database_url
 from precall.errors import PrecallError
 
-ENV_RATE = {"push": "PRECALL_FCM_RATE_PER_S", "sms": "PRECALL_TWILIO_RATE_PER_S"}
+ENV_RATE = RATE_VARIABLES
 ALIVE_SQL = ("SELECT count(*) FROM precall.dispatchers"
              " WHERE stopped_at IS NULL AND heartbeat_at > now() - interval '45 seconds'")
 
 
 def total_rate(conn: psycopg.Connection, channel: str) -> tuple[float, str] | None:
     """The configured per-process rate times the live dispatchers, and how it was worked out."""
-    raw = os.environ.get(ENV_RATE[channel])
-    if not raw:
+    configured = settings.rate_per_s(channel)
+    if configured is None:
         return None
-    try:
-        per_process = float(raw)
-    except ValueError:
-        raise PrecallError(f"{ENV_RATE[channel]}={raw!r} is not a number") from None
+    per_process, name = configured
     row = conn.execute(ALIVE_SQL).fetchone()
     alive = max(1, int(row[0]) if row else 1)
-    return per_process * alive, f"{ENV_RATE[channel]}={raw} x {alive} live dispatcher(s)"
+    return per_process * alive, f"{name}={per_process:g} x {alive} live dispatcher(s)"
 
 
 def capacity_cmd(

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import os
 
 import typer
 
 from precall.sql import cron, migrate
-from precall.config import database_url
+from precall.config import cron_database_url, database_url
 from precall.errors import CronUnavailable
 
 app = typer.Typer(no_args_is_help=True, help="Schema migrations and the pg_cron planning job.")
 
 
 def _cron_dsn(app_dsn: str) -> str:
-    return cron.cron_dsn(app_dsn, os.environ.get("PRECALL_CRON_DATABASE_URL") or None)
+    return cron.cron_dsn(app_dsn, cron_database_url())
 
 
 @app.command("migrate")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from pathlib import Path
 
 import psycopg
 import typer
@@ -13,17 +12,18 @@ import typer
 from precall import localdb
 from precall.sql import cron, migrate
 from precall import logs
+from precall import config as settings
 from precall.config import Config
 from precall.dispatcher.service import Dispatcher
 
 app = typer.Typer(no_args_is_help=True, help="A running demo on a local PostgreSQL with pg_cron.")
 
-STATE_DIR = Path(os.environ.get("PRECALL_STATE_DIR", ".precall"))
+STATE_DIR = settings.state_dir()
 DEMO_DB = "precall"
 
 
 def _demo_dsn() -> str:
-    url = os.environ.get("DATABASE_URL")
+    url = settings.database_url_or_none()
     if url:
         return url
     cluster = localdb.project_cluster(STATE_DIR, cron_database=DEMO_DB)
@@ -141,7 +141,7 @@ def setup_cmd() -> str:
     os.environ["DATABASE_URL"] = dsn
     for m in migrate.migrate(dsn):
         typer.echo(f"applied {m.label}")
-    st = cron.install(dsn, cron.cron_dsn(dsn, os.environ.get("PRECALL_CRON_DATABASE_URL")))
+    st = cron.install(dsn, cron.cron_dsn(dsn, settings.cron_database_url()))
     typer.echo(f"pg_cron: planning every minute in {st.app_database}")
     typer.echo(f"seeded {seed(dsn)} calls")
     show(dsn)
@@ -159,7 +159,7 @@ def run_cmd(
     """
     dsn = setup_cmd()
     os.environ.update({"DATABASE_URL": dsn, "PRECALL_PUSH_PROVIDER": "log", "PRECALL_SMS_PROVIDER": "log",
-                       "PRECALL_POLL_INTERVAL_S": os.environ.get("PRECALL_POLL_INTERVAL_S", "5")})
+                       "PRECALL_POLL_INTERVAL_S": settings.demo_poll_interval()})
     logs.configure("INFO", json_lines=False)
     typer.echo("\nrunning the dispatcher with the log providers (Ctrl-C to stop)…")
     asyncio.run(_dispatch_until_done(dsn, max_seconds))

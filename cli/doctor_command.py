@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -12,6 +11,7 @@ import typer
 from precall.cli import capacity_command
 from precall.cli.output import to_json
 from precall.sql import cron, migrate
+from precall import config as settings
 from precall.config import Config, database_url
 from precall.errors import PrecallError
 from precall.dispatcher.providers import factory
@@ -43,7 +43,7 @@ def _schema(dsn: str) -> list[Finding]:
 
 def _cron(dsn: str, now: datetime) -> list[Finding]:
     try:
-        cs = cron.state(dsn, cron.cron_dsn(dsn, os.environ.get("PRECALL_CRON_DATABASE_URL")))
+        cs = cron.state(dsn, cron.cron_dsn(dsn, settings.cron_database_url()))
     except PrecallError as exc:
         return [Finding("pg_cron", "fail", str(exc))]
     if not cs.loaded:
@@ -147,6 +147,8 @@ def doctor_cmd(
     with psycopg.connect(dsn, autocommit=True) as conn:
         findings += _dispatchers(conn, now) + _queue(conn)
     findings += _providers()
+    findings += [Finding("settings", "warn", f"{name} is set but precall does not read it (a typo?)")
+                 for name in settings.unknown_variables()]
     failed = [f for f in findings if f.status == "fail"]
     if as_json:
         print(to_json({"ok": not failed, "checks": [asdict(f) for f in findings]}))

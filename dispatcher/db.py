@@ -17,14 +17,6 @@ from psycopg_pool import AsyncConnectionPool
 CHECKOUT_TIMEOUT_S = 5.0
 
 
-def session_limits(statement_timeout_ms: int, lock_timeout_ms: int) -> str:
-    """libpq `options` bounding every statement and lock wait of a connection from its start (no
-    extra round trip): a row a DBA holds locked makes a write-back fail in 2 s and retry, instead
-    of stopping the dispatcher's loop behind it. Behind PgBouncer add `options` to its
-    ignore_startup_parameters and set the two limits on the database role instead."""
-    return f"-c statement_timeout={statement_timeout_ms} -c lock_timeout={lock_timeout_ms}"
-
-
 class Database:
     def __init__(self, dsn: str, min_size: int, max_size: int, application_name: str, options: str = "") -> None:
         self._dsn = dsn

@@ -1,4 +1,9 @@
-"""Configuration from environment variables (all documented in the README)."""
+"""precall's settings: the one reader of the environment (systemd's NOTIFY_SOCKET aside), typed,
+every variable documented in the README's configuration table.
+
+`Config` is the dispatcher's (and the CLI's sending commands'), `ApiConfig` the API's; the small
+readers below serve the CLI. `unknown_variables()` names PRECALL_* variables nobody reads (a
+typo such as PRECALL_FCM_RATE_PER_SEC would otherwise be silently ignored)."""
 
 from __future__ import annotations
 
@@ -6,9 +11,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Literal
 
-from precall.dispatcher.db import session_limits
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
 from precall.errors import ConfigError
 
 PushProvider = Literal["fcm", "log"]
@@ -33,6 +41,14 @@ def _number(env: Mapping[str, str], name: str, default: float, low: float, high:
     if not low <= value <= high:
         raise ConfigError(f"{name}={raw} is outside {low:g}..{high:g}")
     return value
+
+
+def session_limits(statement_timeout_ms: int, lock_timeout_ms: int) -> str:
+    """libpq `options` bounding every statement and lock wait of a connection from its start (no
+    extra round trip): a row a DBA holds locked makes a write-back fail in 2 s and retry, instead
+    of stopping the dispatcher's loop behind it. Behind PgBouncer add `options` to its
+    ignore_startup_parameters and set the two limits on the database role instead."""
+    return f"-c statement_timeout={statement_timeout_ms} -c lock_timeout={lock_timeout_ms}"
 
 
 def database_url(env: Mapping[str, str] | None = None) -> str:
@@ -69,7 +85,6 @@ def _prices(raw: str | None) -> dict[str, tuple[Decimal, str]]:
 @dataclass(frozen=True)
 class Config:
     database_url: str
-    cron_database_url: str | None = None
     push_provider: PushProvider = "fcm"
     sms_provider: SmsProvider = "twilio"
     google_application_credentials: str | None = None
@@ -107,7 +122,6 @@ class Config:
         env = os.environ if env is None else env
         return cls(
             database_url=database_url(env),
-            cron_database_url=env.get("PRECALL_CRON_DATABASE_URL") or None,
             push_provider=_choice(env, "PRECALL_PUSH_PROVIDER", "fcm", ("fcm", "log")),  # type: ignore[arg-type]
             sms_provider=_choice(env, "PRECALL_SMS_PROVIDER", "twilio", ("twilio", "log")),  # type: ignore[arg-type]
             google_application_credentials=env.get("GOOGLE_APPLICATION_CREDENTIALS") or None,
@@ -136,3 +150,178 @@ class Config:
             metrics_addr=env.get("PRECALL_METRICS_ADDR") or "127.0.0.1",
             sms_prices=_prices(env.get("PRECALL_SMS_PRICES")),
         )
+
+
+def _public_key(raw: str | None) -> str | None:
+    """PRECALL_JWT_PUBLIC_KEY holds the PEM itself or a path to it."""
+    if not raw:
+        return None
+    if "-----BEGIN" in raw:
+        return raw.replace("\\n", "\n")
+    path = Path(raw)
+    if not path.is_file():
+        raise ConfigError(f"PRECALL_JWT_PUBLIC_KEY is neither a PEM nor a readable file: {raw!r}")
+    return path.read_text()
+
+
+def _algorithm_for(pem: str) -> str:
+    """RS256 for an RSA key, ES256/ES384/ES512 for an EC key by its curve, EdDSA for Ed25519."""
+    try:
+        key = load_pem_public_key(pem.encode())
+    except ValueError as exc:
+        raise ConfigError(f"PRECALL_JWT_PUBLIC_KEY is not a PEM public key: {exc}") from None
+    if isinstance(key, rsa.RSAPublicKey):
+        return "RS256"
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        by_curve = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
+        if key.curve.name in by_curve:
+            return by_curve[key.curve.name]
+        raise ConfigError(f"PRECALL_JWT_PUBLIC_KEY: EC curve {key.curve.name} has no JWT algorithm")
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "EdDSA"
+    raise ConfigError(f"PRECALL_JWT_PUBLIC_KEY: {type(key).__name__} keys are not supported (RSA, EC, Ed25519)")
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    database_url: str
+    jwt_secret: str | None = None
+    jwt_public_key: str | None = None
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    twilio_auth_token: str | None = None
+    twilio_status_callback_url: str | None = None
+    pool_max: int = 10
+    # Every API statement and lock wait is bounded: one user's row held by a DBA must not hold
+    # the pool (and every other user's request) with it.
+    statement_timeout_ms: int = 5000
+    lock_timeout_ms: int = 2000
+    # No route takes more than a few hundred bytes; 64 KiB leaves room and bounds memory.
+    max_body_bytes: int = 65536
+    read_timeout_s: float = 10.0
+    # A token valid for longer than this (exp − now) is refused: a leaked one must not last a year.
+    jwt_max_lifetime_s: int = 86400
+
+    @property
+    def jwt_algorithms(self) -> list[str]:
+        """Only the algorithm of the configured key's type: a token may not choose another."""
+        if not self.jwt_public_key:
+            return ["HS256"]
+        return [_algorithm_for(self.jwt_public_key)]
+
+    @property
+    def jwt_key(self) -> str:
+        key = self.jwt_public_key or self.jwt_secret
+        assert key is not None
+        return key
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ApiConfig:
+        env = os.environ if env is None else env
+        secret = env.get("PRECALL_JWT_SECRET") or None
+        public_key = _public_key(env.get("PRECALL_JWT_PUBLIC_KEY"))
+        if not secret and not public_key:
+            raise ConfigError("set PRECALL_JWT_SECRET (HS256) or PRECALL_JWT_PUBLIC_KEY (RS256/ES256 PEM) for the API")
+        if secret and public_key:
+            raise ConfigError("set only one of PRECALL_JWT_SECRET and PRECALL_JWT_PUBLIC_KEY")
+        if secret and len(secret) < 32:
+            raise ConfigError("PRECALL_JWT_SECRET must be at least 32 characters (HS256 wants 256 bits)")
+        if public_key:
+            _algorithm_for(public_key)  # one line now, not a 401 per request later
+        pool_max = _int(env, "PRECALL_API_DB_POOL_MAX", 10)
+        return cls(
+            database_url=database_url(env),
+            jwt_secret=secret,
+            jwt_public_key=public_key,
+            jwt_audience=env.get("PRECALL_JWT_AUDIENCE") or None,
+            jwt_issuer=env.get("PRECALL_JWT_ISSUER") or None,
+            twilio_auth_token=env.get("TWILIO_AUTH_TOKEN") or None,
+            twilio_status_callback_url=env.get("PRECALL_TWILIO_STATUS_CALLBACK_URL") or None,
+            pool_max=pool_max,
+            statement_timeout_ms=_int(env, "PRECALL_DB_STATEMENT_TIMEOUT_MS", 5000),
+            lock_timeout_ms=_int(env, "PRECALL_DB_LOCK_TIMEOUT_MS", 2000),
+            max_body_bytes=_int(env, "PRECALL_API_MAX_BODY_BYTES", 65536),
+            read_timeout_s=float(_int(env, "PRECALL_API_READ_TIMEOUT_S", 10)),
+            jwt_max_lifetime_s=_int(env, "PRECALL_JWT_MAX_LIFETIME_S", 86400),
+        )
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name) or str(default)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if value < 1:
+        raise ConfigError(f"{name}={raw} must be at least 1")
+    return value
+
+
+# -- small readers for the CLI ---------------------------------------------------------------------
+
+def _env(env: Mapping[str, str] | None) -> Mapping[str, str]:
+    return os.environ if env is None else env
+
+
+def database_url_or_none(env: Mapping[str, str] | None = None) -> str | None:
+    return _env(env).get("DATABASE_URL", "").strip() or None
+
+
+def cron_database_url(env: Mapping[str, str] | None = None) -> str | None:
+    """PRECALL_CRON_DATABASE_URL: where pg_cron lives, when not derivable from DATABASE_URL."""
+    return _env(env).get("PRECALL_CRON_DATABASE_URL") or None
+
+
+def state_dir(env: Mapping[str, str] | None = None) -> Path:
+    """PRECALL_STATE_DIR: where `precall demo` keeps its cluster (default .precall)."""
+    return Path(_env(env).get("PRECALL_STATE_DIR") or ".precall")
+
+
+def fr_typography(env: Mapping[str, str] | None = None) -> bool:
+    """PRECALL_FR_TYPOGRAPHY=1: narrow no-break spaces in French push text."""
+    return _env(env).get("PRECALL_FR_TYPOGRAPHY") == "1"
+
+
+def log_level(default: str, env: Mapping[str, str] | None = None) -> str:
+    """PRECALL_LOG_LEVEL, else the command's default."""
+    return _env(env).get("PRECALL_LOG_LEVEL") or default
+
+
+def api_listen(env: Mapping[str, str] | None = None) -> tuple[str, int]:
+    """PRECALL_API_HOST (127.0.0.1) and PRECALL_API_PORT (8080)."""
+    e = _env(env)
+    return e.get("PRECALL_API_HOST") or "127.0.0.1", int(_number(e, "PRECALL_API_PORT", 8080, 1, 65535))
+
+
+RATE_VARIABLES = {"push": "PRECALL_FCM_RATE_PER_S", "sms": "PRECALL_TWILIO_RATE_PER_S"}
+
+
+def rate_per_s(channel: str, env: Mapping[str, str] | None = None) -> tuple[float, str] | None:
+    """The configured per-process send rate of a channel and the variable that set it; None when unpaced."""
+    name = RATE_VARIABLES[channel]
+    value = _number(_env(env), name, 0, 0, 100_000)
+    return (value, name) if value else None
+
+
+def demo_poll_interval(env: Mapping[str, str] | None = None) -> str:
+    return _env(env).get("PRECALL_POLL_INTERVAL_S") or "5"
+
+
+# Every PRECALL_* variable some part of precall reads (the README's table lists each).
+KNOWN_VARIABLES = frozenset({
+    "PRECALL_CRON_DATABASE_URL", "PRECALL_PUSH_PROVIDER", "PRECALL_SMS_PROVIDER", "PRECALL_FCM_BASE_URL",
+    "PRECALL_FCM_TIMEOUT_S", "PRECALL_TWILIO_FROM", "PRECALL_TWILIO_BASE_URL", "PRECALL_TWILIO_STATUS_CALLBACK_URL",
+    "PRECALL_TWILIO_TIMEOUT_S", "PRECALL_POLL_INTERVAL_S", "PRECALL_CLAIM_BATCH", "PRECALL_MAX_IN_FLIGHT",
+    "PRECALL_DB_POOL_MIN", "PRECALL_DB_POOL_MAX", "PRECALL_DB_STATEMENT_TIMEOUT_MS", "PRECALL_DB_LOCK_TIMEOUT_MS",
+    "PRECALL_FALLBACK_WAIT_S", "PRECALL_CALL_WEBHOOK_URL", "PRECALL_WEBHOOK_SECRET", "PRECALL_WORKER_NAME",
+    "PRECALL_FCM_RATE_PER_S", "PRECALL_TWILIO_RATE_PER_S", "PRECALL_METRICS_PORT", "PRECALL_METRICS_ADDR",
+    "PRECALL_SMS_PRICES", "PRECALL_JWT_SECRET", "PRECALL_JWT_PUBLIC_KEY", "PRECALL_JWT_AUDIENCE", "PRECALL_JWT_ISSUER",
+    "PRECALL_JWT_MAX_LIFETIME_S", "PRECALL_TWILIO_STATUS_CALLBACK_URL", "PRECALL_API_DB_POOL_MAX",
+    "PRECALL_API_MAX_BODY_BYTES", "PRECALL_API_READ_TIMEOUT_S", "PRECALL_API_HOST", "PRECALL_API_PORT",
+    "PRECALL_LOG_LEVEL", "PRECALL_FR_TYPOGRAPHY", "PRECALL_STATE_DIR", "PRECALL_TEST_DATABASE_URL",
+})
+
+
+def unknown_variables(env: Mapping[str, str] | None = None) -> list[str]:
+    """PRECALL_* variables set in the environment that precall does not read (typos)."""
+    return sorted(k for k in _env(env) if k.startswith("PRECALL_") and k not in KNOWN_VARIABLES)

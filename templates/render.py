@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from functools import cached_property
 
+from precall.config import fr_typography
 from precall.templates.catalog import Catalog
 from precall.templates.messages import MessageInput, PushText, Resolved, push_text, resolve
 from precall.templates.sms_text import SmsText, build_sms
@@ -36,7 +36,7 @@ class Renderer:
     @classmethod
     def from_env(cls) -> Renderer:
         """PRECALL_FR_TYPOGRAPHY=1: narrow no-break spaces in French push text."""
-        return cls(french_typography=os.environ.get("PRECALL_FR_TYPOGRAPHY") == "1")
+        return cls(french_typography=fr_typography())
 
     def render(self, inp: MessageInput, ids: Mapping[str, object] | None = None) -> RenderedPreview:
         """`ids` name the preview in any warning the rendering logs."""

@@ -19,7 +19,7 @@ import psycopg
 
 from conftest import STATUS_CALLBACK_URL, ApiProcess, Factory, api_env, fresh_db, user_token
 from precall.api.app import create_app
-from precall.api.settings import ApiConfig
+from precall.config import ApiConfig
 
 
 @pytest.fixture(scope="module")
