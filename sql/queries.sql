@@ -54,4 +54,4 @@ SELECT
         AS fired,
     (SELECT count(*) FROM notification_logs
      WHERE created_at > now() - interval '65 minutes' AND type = 'fallback_sms' AND status = 'cancelled'
-       AND reason LIKE 'receipt_arrived%%' AND updated_at > now() - interval '1 hour') AS avoided
+       AND reason_code = 'receipt_arrived' AND updated_at > now() - interval '1 hour') AS avoided

@@ -676,6 +676,7 @@ CREATE TABLE public.notification_logs (
     late_receipt boolean DEFAULT false NOT NULL,
     manual_by text,
     resend boolean DEFAULT false NOT NULL,
+    reason_code text,
     CONSTRAINT notification_logs_channel CHECK ((((channel)::text = ANY ((ARRAY['push'::character varying, 'sms'::character varying])::text[])) OR ((channel IS NULL) AND ((status)::text = ANY ((ARRAY['queued'::character varying, 'skipped'::character varying, 'cancelled'::character varying, 'failed'::character varying])::text[]))))),
     CONSTRAINT notification_logs_channel_when_sent CHECK (((channel IS NOT NULL) OR ((status)::text = ANY ((ARRAY['queued'::character varying, 'sending'::character varying, 'skipped'::character varying, 'cancelled'::character varying, 'failed'::character varying])::text[])))),
     CONSTRAINT notification_logs_planned CHECK ((((status)::text <> ALL ((ARRAY['queued'::character varying, 'sending'::character varying])::text[])) OR ((send_at IS NOT NULL) AND (call_id IS NOT NULL)))),
@@ -870,6 +871,18 @@ BEGIN
     COMMIT;
 END
 $$;
+
+
+--
+-- Name: reason_code(text); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.reason_code(p_reason text) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    AS $_$
+    SELECT CASE WHEN p_reason IS NOT NULL
+                THEN coalesce(substring(p_reason from '^([a-z][a-z0-9_]*)(?:[:;]|$)'), 'other') END
+$_$;
 
 
 --
@@ -1131,6 +1144,20 @@ $$;
 
 
 --
+-- Name: tg_reason_code(); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.tg_reason_code() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    NEW.reason_code := precall.reason_code(NEW.reason);
+    RETURN NEW;
+END
+$$;
+
+
+--
 -- Name: tg_scheduled_calls__after_insert(); Type: FUNCTION; Schema: precall; Owner: -
 --
 
@@ -1306,6 +1333,7 @@ CREATE TABLE precall.call_jobs (
     outcome text,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    reason_code text,
     CONSTRAINT call_jobs_status_check CHECK ((status = ANY (ARRAY['queued'::text, 'firing'::text, 'fired'::text, 'failed'::text, 'cancelled'::text, 'expired'::text])))
 );
 
@@ -1667,6 +1695,34 @@ CREATE UNIQUE INDEX users_fcm_token_key ON public.users USING btree (fcm_token) 
 --
 
 CREATE INDEX users_notification_lead_min_idx ON public.users USING btree (notification_lead_min);
+
+
+--
+-- Name: call_jobs _300_reason_code_on_insert; Type: TRIGGER; Schema: precall; Owner: -
+--
+
+CREATE TRIGGER _300_reason_code_on_insert BEFORE INSERT ON precall.call_jobs FOR EACH ROW WHEN ((new.reason IS NOT NULL)) EXECUTE FUNCTION precall.tg_reason_code();
+
+
+--
+-- Name: call_jobs _300_reason_code_on_update; Type: TRIGGER; Schema: precall; Owner: -
+--
+
+CREATE TRIGGER _300_reason_code_on_update BEFORE UPDATE OF reason ON precall.call_jobs FOR EACH ROW WHEN ((new.reason IS DISTINCT FROM old.reason)) EXECUTE FUNCTION precall.tg_reason_code();
+
+
+--
+-- Name: notification_logs _300_reason_code_on_insert; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _300_reason_code_on_insert BEFORE INSERT ON public.notification_logs FOR EACH ROW WHEN ((new.reason IS NOT NULL)) EXECUTE FUNCTION precall.tg_reason_code();
+
+
+--
+-- Name: notification_logs _300_reason_code_on_update; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _300_reason_code_on_update BEFORE UPDATE OF reason ON public.notification_logs FOR EACH ROW WHEN ((new.reason IS DISTINCT FROM old.reason)) EXECUTE FUNCTION precall.tg_reason_code();
 
 
 --
