@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PG_CRON_SO := $(wildcard /usr/lib/postgresql/*/lib/pg_cron.so)
 
-.PHONY: install system-deps schema test demo demo-down bench bench-planning bench-throughput bench-lateness bench-burst bench-sdk-ceiling bench-chaos bench-size typecheck clean
+.PHONY: install system-deps schema test test-unit demo demo-down bench bench-planning bench-throughput bench-lateness bench-burst bench-sdk-ceiling bench-chaos bench-size typecheck clean
 
 install: system-deps $(STAMP)
 
@@ -32,6 +32,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 test: install
 	$(BIN)/precall templates check
 	$(BIN)/pytest -q
+
+# The unit layer only (no PostgreSQL, no dispatcher or API process): seconds, not minutes.
+test-unit: install
+	$(BIN)/pytest -q -m unit
 
 # sql/schema.sql: what `precall db migrate` builds in an empty database (tests/test_schema.py checks it).
 schema: install

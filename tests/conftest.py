@@ -422,3 +422,17 @@ def user_token(user_id: str, secret: str = JWT_SECRET, expires_in: float = 3600,
 
     payload = {"sub": user_id, "exp": int(time.time() + expires_in), **claims}
     return jwt.encode(payload, secret, algorithm="HS256")
+
+
+# --- layers ----------------------------------------------------------------------------------
+
+# A test that reaches none of these (directly or through other fixtures) needs no PostgreSQL and
+# no long-running process: it is in the unit layer, `make test-unit` (pytest -m unit).
+NEEDS_A_SERVER = {"pg_server", "template_db", "db", "empty_db", "conn", "make", "start_dispatcher",
+                  "start_api", "dispatcher_env", "api", "seeded_api", "webhook_receiver"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if not NEEDS_A_SERVER & set(getattr(item, "fixturenames", ())) and not item.get_closest_marker("integration"):
+            item.add_marker(pytest.mark.unit)

@@ -75,6 +75,7 @@ def test_api_conforms_to_its_openapi(case, seeded_api) -> None:
     SEEN.setdefault(case.operation.label, []).append(response.status_code)
 
 
+@pytest.mark.integration
 def test_the_fuzzing_reached_the_handlers() -> None:
     """An all-401 (or all-403) run proves nothing: every operation must have answered 2xx too,
     over at least 50 requests (GET /healthz takes no input: hypothesis stops once it has tried

@@ -78,6 +78,7 @@ def test_pg_cron_itself_runs_the_planning_job(pg_server: PgServer, db: str, make
     assert ("succeeded",) in runs
 
 
+@pytest.mark.integration  # starts its own cluster
 def test_without_pg_cron_says_what_to_do() -> None:
     cluster = localdb.throwaway(preload_cron=False)
     try:
