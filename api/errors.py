@@ -15,18 +15,14 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from precall.errors import ApiError
+
 log = logging.getLogger("precall.api")
 
 
 class ErrorBody(BaseModel):
     error: str
     detail: str
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(detail)
-        self.status, self.error, self.detail, self.headers = status, error, detail, headers
 
 
 # What api/limits.py answers for a route that takes a body, before the route runs.

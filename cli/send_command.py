@@ -18,6 +18,7 @@ from precall.cli.output import emit, to_json
 from precall.dispatcher.channel import Path, Reachability, select_notification_path
 from precall.config import Config, database_url
 from precall.dispatcher.db import Database
+from precall import errors
 from precall.errors import PrecallError
 from precall.templates.messages import MessageInput, minutes_left
 from precall.dispatcher.providers import factory
@@ -114,8 +115,11 @@ def send_cmd(
     config = Config.from_env()
     try:
         rows = asyncio.run(_send(config, cid, channel, force))
-    except psycopg.errors.RaiseException as exc:
-        raise PrecallError(exc.diag.message_primary or str(exc)) from None
+    except psycopg.Error as exc:
+        refused = errors.from_database(exc)
+        if refused is None:
+            raise
+        raise refused from None
     emit(rows, RESULT_COLUMNS, as_json)
     main = rows[0] if rows else None
     if main is None or main["status"] not in ("sent", "delivered", "opened"):

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 import httpx
 
-from precall import sql
+from precall import retry, sql
 from precall.dispatcher.db import Database
 from precall.dispatcher.webhook_signature import HEADER, sign
 from precall.dispatcher.write_back import with_retry
@@ -74,6 +74,7 @@ class CallHandOff:
     async def _post(self, body: bytes) -> tuple[bool, str]:
         assert self._http is not None and self._url is not None
         outcome = ""
+        backoff = retry.CALL_WEBHOOK.attempts()
         for attempt in range(1, WEBHOOK_ATTEMPTS + 1):
             headers = {"Content-Type": "application/json", HEADER: sign(self._secret, body)}
             try:
@@ -87,5 +88,5 @@ class CallHandOff:
                 if response.status_code < 500 and response.status_code != 429:
                     return False, outcome  # the receiver refused it: retrying will not help
             if attempt < WEBHOOK_ATTEMPTS:
-                await asyncio.sleep(0.5 * 2 ** (attempt - 1))
+                await asyncio.sleep(backoff.next_delay())
         return False, outcome

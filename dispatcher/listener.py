@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 import psycopg
 
+from precall import retry
+
 log = logging.getLogger("precall.listener")
 
 CHANNEL = "precall_due"
@@ -18,19 +20,19 @@ async def listen(dsn: str, on_wake: Callable[[], None], on_connected: Callable[[
                  stop: asyncio.Event, ping_interval: float) -> None:
     """Runs until `stop`: reconnects with backoff, calls on_connected() after each LISTEN (so the
     dispatcher catches up), pings so a dead connection is noticed within ping_interval."""
-    backoff = 0.2
+    backoff = retry.LISTEN.attempts()
     while not stop.is_set():
         try:
             conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True, application_name="precall-listener")
         except psycopg.OperationalError as exc:
-            log.warning("listener cannot connect (%s); retrying in %.1fs", str(exc).strip().splitlines()[-1], backoff)
-            await _sleep_or_stop(stop, backoff)
-            backoff = min(backoff * 2, 10)
+            delay = backoff.next_delay()
+            log.warning("listener cannot connect (%s); retrying in %.1fs", str(exc).strip().splitlines()[-1], delay)
+            await _sleep_or_stop(stop, delay)
             continue
         try:
             async with conn:
                 await conn.execute(f"LISTEN {CHANNEL}")
-                backoff = 0.2
+                backoff.reset()
                 on_connected()
                 while not stop.is_set():
                     async for note in conn.notifies(timeout=ping_interval):
@@ -42,7 +44,7 @@ async def listen(dsn: str, on_wake: Callable[[], None], on_connected: Callable[[
         except psycopg.OperationalError as exc:
             log.warning("listener connection lost (%s); reconnecting", str(exc).strip().splitlines()[-1] if str(exc) else exc)
             on_wake()
-            await _sleep_or_stop(stop, backoff)
+            await _sleep_or_stop(stop, backoff.upcoming)
 
 
 def _log_payload(payload: str) -> None:

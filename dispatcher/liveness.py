@@ -27,11 +27,12 @@ from datetime import timedelta
 
 import psycopg
 
+from precall import retry
+
 log = logging.getLogger("precall.dispatcher")
 
 # Until the database has told us the lease (precall.settings.lease), renew this often.
 DEFAULT_RENEW_S = 5.0
-RECONNECT_MAX_S = 5.0
 
 
 class Liveness:
@@ -72,20 +73,20 @@ class Liveness:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Keeps the session registered and the leases renewed until `stop`."""
-        backoff = 0.2
+        backoff = retry.RECONNECT.attempts()
         while not stop.is_set():
             try:
                 conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True, options=self._options,
                                                              application_name="precall-liveness")
             except psycopg.OperationalError as exc:
-                log.warning("liveness connection failed (%s); retrying in %.1fs", _line(exc), backoff)
-                await _sleep_or_stop(stop, backoff)
-                backoff = min(backoff * 2, RECONNECT_MAX_S)
+                delay = backoff.next_delay()
+                log.warning("liveness connection failed (%s); retrying in %.1fs", _line(exc), delay)
+                await _sleep_or_stop(stop, delay)
                 continue
             try:
                 async with conn:
                     await self._register(conn)
-                    backoff = 0.2
+                    backoff.reset()
                     while not stop.is_set():
                         await _sleep_or_stop(stop, self._renew_s)
                         if stop.is_set():
@@ -94,8 +95,7 @@ class Liveness:
             except psycopg.Error as exc:
                 self._registered.clear()
                 log.warning("liveness connection lost (%s); reconnecting", _line(exc))
-                await _sleep_or_stop(stop, backoff)
-                backoff = min(backoff * 2, RECONNECT_MAX_S)
+                await _sleep_or_stop(stop, backoff.next_delay())
         self._registered.clear()
 
     async def _register(self, conn: psycopg.AsyncConnection) -> None:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from precall import sql
+from precall import retry, sql
 from precall.dispatcher.db import Database
 from precall.dispatcher.channel import Path, Reachability, select_notification_path, valid_phone
 from precall.config import Config
@@ -29,8 +28,6 @@ log = logging.getLogger("precall.dispatcher")
 
 # Below this, Twilio's ValidityPeriod would be meaningless and the SMS would land with the call.
 MIN_SMS_SECONDS = 5.0
-# Retries of a transient FCM error: the call is minutes away, so never wait long between tries.
-MAX_BACKOFF_S = 5.0
 
 
 def utcnow() -> datetime:
@@ -216,7 +213,7 @@ class PreviewSender:
         give_up_at = row.scheduled_at
         if with_fallback and row.reach.phone:
             give_up_at = min(give_up_at, attempted_at + timedelta(seconds=self._config.fallback_wait_s))
-        backoff = 0.5
+        backoff = retry.FCM_TRANSIENT.attempts()
         first = True
         while True:
             try:
@@ -234,21 +231,21 @@ class PreviewSender:
             except Transient as exc:
                 # A timeout is ambiguous (FCM may have accepted it): a retry can deliver twice, but
                 # the shared collapse key (the call id) makes the device show one notification.
-                if (give_up_at - utcnow()).total_seconds() < backoff + 1:
+                if (give_up_at - utcnow()).total_seconds() < backoff.upcoming + 1:
                     await self._failed_push(row, f"fcm_unavailable: {exc.code}, gave up before the deadline", exc,
                                             common, attempted_at, f"push failed ({exc.code})" if with_fallback else None)
                     return
-                log.info("transient FCM error %s, retrying in %.1fs", exc.code, backoff, extra=row.ids())
+                delay = backoff.next_delay()
+                log.info("transient FCM error %s, retrying in %.1fs", exc.code, delay, extra=row.ids())
                 if self._liveness is None:  # a dispatcher's liveness connection renews every lease it holds
                     await self._exec("renew_lease", {"id": row.id, "worker": self._worker})
                 # Backing off is not sending: the dispatcher claims other previews meanwhile
                 # (a provider outage must not stall the previews due after it).
                 self.backing_off += 1
                 try:
-                    await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+                    await asyncio.sleep(delay)
                 finally:
                     self.backing_off -= 1
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
                 continue
             except ProviderError as exc:
                 await self._failed_push(row, f"fcm_rejected: {exc.code}", exc, common, attempted_at,

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import class_row
 
-from precall import sql
+from precall import retry, sql
 from precall.dispatcher.db import Database
 from precall.dispatcher.call_hand_off import CallHandOff, DueCall
 from precall.config import Config
@@ -102,7 +102,7 @@ class Dispatcher:
         listener = asyncio.create_task(
             listen(self.config.database_url, self._wake.set, connected, stop, self.config.poll_interval_s))
         log.info("dispatcher started", extra={"worker": self.worker})
-        backoff = 0.2
+        backoff = retry.RECONNECT.attempts()
         try:
             while not stop.is_set():
                 if self.listening.is_set():  # systemd hears READY=1 first
@@ -112,19 +112,17 @@ class Dispatcher:
                     await self._heartbeat(pool)
                     await self._refresh_metrics(pool)
                     claimed, delay = await self._tick(pool, sender, calls, stop)
-                    backoff = 0.2
+                    backoff.reset()
                 except psycopg.OperationalError as exc:  # PoolTimeout included
-                    log.warning("database unavailable (%s); retrying in %.1fs", str(exc).strip()[:200], backoff)
+                    claimed, delay = 0, backoff.next_delay()
+                    log.warning("database unavailable (%s); retrying in %.1fs", str(exc).strip()[:200], delay)
                     # A fresh pool retries at once instead of inheriting the old one's long backoff.
                     await pool.reset()
-                    claimed, delay = 0, backoff
-                    backoff = min(backoff * 2, 5)
                 except Exception as exc:  # noqa: BLE001 - one bad tick must not end the daemon
                     # E.g. a function an adopted schema broke, a statement timeout, a bug: under
                     # systemd an exit would be a restart loop with no preview for anyone.
-                    log.exception("dispatcher tick failed (%s); retrying in %.1fs", str(exc).strip()[:200], backoff)
-                    claimed, delay = 0, backoff
-                    backoff = min(backoff * 2, 5)
+                    claimed, delay = 0, backoff.next_delay()
+                    log.exception("dispatcher tick failed (%s); retrying in %.1fs", str(exc).strip()[:200], delay)
                 if claimed:
                     continue  # look again at once: more may be due
                 timeout = self.config.poll_interval_s if delay is None else min(delay, self.config.poll_interval_s)

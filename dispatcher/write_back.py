@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import psycopg
 import psycopg.errors
 
-from precall import sql
+from precall import retry, sql
 from precall.dispatcher.db import Database
 
 log = logging.getLogger("precall.dispatcher")
@@ -44,7 +44,7 @@ async def with_retry(write: Callable[[], Awaitable[T]], what: str, *, retry_bloc
                      ids: Mapping[str, object] | None = None) -> T:
     """Runs `write()` again while the database is away (a restart), for up to WRITE_BACK_RETRY_S,
     and while its rows are locked by another transaction, for up to LOCKED_RETRY_S."""
-    delay, waited = 0.2, 0.0
+    backoff, waited = retry.RECONNECT.attempts(), 0.0
     while True:
         try:
             return await write()
@@ -53,10 +53,10 @@ async def with_retry(write: Callable[[], Awaitable[T]], what: str, *, retry_bloc
                 raise
             if waited >= (LOCKED_RETRY_S if blocked(exc) else WRITE_BACK_RETRY_S):
                 raise
+            delay = backoff.next_delay()
             log.warning("%s failed (%s); retrying in %.1fs", what, str(exc).strip()[:120], delay, extra=dict(ids or {}))
             await asyncio.sleep(delay)
             waited += delay
-            delay = min(delay * 2, 5.0)
 
 
 def _settle(batch: list[tuple[dict[str, Any], asyncio.Future[None]]], exc: BaseException | None) -> None:

@@ -330,11 +330,13 @@ DECLARE
 BEGIN
     SELECT * INTO v_call FROM scheduled_calls c WHERE c.id = p_call_id FOR UPDATE;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'no call with id %', p_call_id;
+        RAISE EXCEPTION 'no call with id %', p_call_id USING ERRCODE = 'PC001';
     ELSIF v_call.status <> 'pending' THEN
-        RAISE EXCEPTION 'call % is %, not pending: nothing to preview', p_call_id, v_call.status;
+        RAISE EXCEPTION 'call % is %, not pending: nothing to preview', p_call_id, v_call.status
+            USING ERRCODE = 'PC002';
     ELSIF v_call.scheduled_at <= v_now THEN
-        RAISE EXCEPTION 'call % was due at %: too late for a preview', p_call_id, v_call.scheduled_at;
+        RAISE EXCEPTION 'call % was due at %: too late for a preview', p_call_id, v_call.scheduled_at
+            USING ERRCODE = 'PC003';
     END IF;
     SELECT * INTO v_user FROM users u WHERE u.id = v_call.user_id;
     IF NOT p_force THEN
@@ -343,10 +345,11 @@ BEGIN
           AND n.status IN ('sent', 'delivered', 'opened', 'sending')
         ORDER BY n.sent_at DESC NULLS FIRST LIMIT 1;
         IF FOUND AND v_sent.status = 'sending' THEN
-            RAISE EXCEPTION 'a preview for call % is being sent right now by %', p_call_id, v_sent.lease_owner;
+            RAISE EXCEPTION 'a preview for call % is being sent right now by %', p_call_id, v_sent.lease_owner
+                USING ERRCODE = 'PC004';
         ELSIF FOUND THEN
             RAISE EXCEPTION 'a preview for call % was already sent at % by % (%, notification %); use --force to send again',
-                p_call_id, v_sent.sent_at, v_sent.channel, v_sent.type, v_sent.id;
+                p_call_id, v_sent.sent_at, v_sent.channel, v_sent.type, v_sent.id USING ERRCODE = 'PC005';
         END IF;
         UPDATE notification_logs n
         SET status = 'sending', lease_owner = p_worker, lease_expires_at = v_now + v_lease,
@@ -511,7 +514,7 @@ CREATE FUNCTION precall.kpis(p_since timestamp with time zone, p_by text DEFAULT
     AS $$
 BEGIN
     IF p_by NOT IN ('all', 'channel', 'locale', 'platform', 'day') THEN
-        RAISE EXCEPTION 'cannot group by %: use channel, locale, platform or day', p_by;
+        RAISE EXCEPTION 'cannot group by %: use channel, locale, platform or day', p_by USING ERRCODE = '22023';
     END IF;
     RETURN QUERY
     WITH n AS (

@@ -6,6 +6,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+# The providers' errors live in the one exception tree; importable from here as before.
+from precall.errors import DeadToken, Permanent, ProviderError, Transient
+
+__all__ = ["Accepted", "DeadToken", "Permanent", "ProviderError", "PushRequest", "PushSender", "SmsOptedOut",
+           "SmsRequest", "SmsSender", "Transient"]
+
 
 @dataclass(frozen=True)
 class PushRequest:
@@ -27,27 +33,6 @@ class SmsRequest:
 @dataclass(frozen=True)
 class Accepted:
     provider_id: str  # FCM message name or Twilio SID
-
-
-class ProviderError(Exception):
-    """A send that failed; `code` is the provider's own (FCM errorCode, Twilio error code)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-
-class DeadToken(ProviderError):
-    """The push token will never work again (UNREGISTERED, SENDER_ID_MISMATCH, invalid token)."""
-
-
-class Transient(ProviderError):
-    """Worth retrying before the deadline (429, 500, 503, timeouts)."""
-
-
-class Permanent(ProviderError):
-    """Do not retry (bad payload, invalid number, opted out…)."""
 
 
 class SmsOptedOut(Permanent):

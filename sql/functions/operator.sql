@@ -39,7 +39,8 @@ WHERE c.status IN ('answered', 'no_answer', 'failed');
 -- Claims a preview for a manual send, leased to p_worker, shaped like claim_due_previews().
 -- Without p_force: refuses when a preview already left for this call time (saying when and how)
 -- or is being sent right now; takes over the planned row when there is one. With p_force: a new
--- row marked resend. Errors are SQLSTATE P0001 with a readable message.
+-- row marked resend. Refusals carry precall's SQLSTATEs (PC001 no such call, PC002 not pending,
+-- PC003 too late, PC004 being sent now, PC005 already sent; precall/errors.py maps them).
 CREATE OR REPLACE FUNCTION precall.claim_manual_preview(p_call_id uuid, p_worker text, p_force boolean DEFAULT false, p_type text DEFAULT NULL::text)
  RETURNS TABLE(id uuid, call_id uuid, user_id uuid, type text, parent_id uuid, send_at timestamp with time zone, scheduled_at timestamp with time zone, attempts integer, topic text, phone_number text, locale text, coach_name text, current_streak integer, fcm_token text, platform text, push_enabled boolean, notification_pref text, sms_opted_out boolean)
  LANGUAGE plpgsql
@@ -54,11 +55,13 @@ DECLARE
 BEGIN
     SELECT * INTO v_call FROM scheduled_calls c WHERE c.id = p_call_id FOR UPDATE;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'no call with id %', p_call_id;
+        RAISE EXCEPTION 'no call with id %', p_call_id USING ERRCODE = 'PC001';
     ELSIF v_call.status <> 'pending' THEN
-        RAISE EXCEPTION 'call % is %, not pending: nothing to preview', p_call_id, v_call.status;
+        RAISE EXCEPTION 'call % is %, not pending: nothing to preview', p_call_id, v_call.status
+            USING ERRCODE = 'PC002';
     ELSIF v_call.scheduled_at <= v_now THEN
-        RAISE EXCEPTION 'call % was due at %: too late for a preview', p_call_id, v_call.scheduled_at;
+        RAISE EXCEPTION 'call % was due at %: too late for a preview', p_call_id, v_call.scheduled_at
+            USING ERRCODE = 'PC003';
     END IF;
     SELECT * INTO v_user FROM users u WHERE u.id = v_call.user_id;
     IF NOT p_force THEN
@@ -67,10 +70,11 @@ BEGIN
           AND n.status IN ('sent', 'delivered', 'opened', 'sending')
         ORDER BY n.sent_at DESC NULLS FIRST LIMIT 1;
         IF FOUND AND v_sent.status = 'sending' THEN
-            RAISE EXCEPTION 'a preview for call % is being sent right now by %', p_call_id, v_sent.lease_owner;
+            RAISE EXCEPTION 'a preview for call % is being sent right now by %', p_call_id, v_sent.lease_owner
+                USING ERRCODE = 'PC004';
         ELSIF FOUND THEN
             RAISE EXCEPTION 'a preview for call % was already sent at % by % (%, notification %); use --force to send again',
-                p_call_id, v_sent.sent_at, v_sent.channel, v_sent.type, v_sent.id;
+                p_call_id, v_sent.sent_at, v_sent.channel, v_sent.type, v_sent.id USING ERRCODE = 'PC005';
         END IF;
         UPDATE notification_logs n
         SET status = 'sending', lease_owner = p_worker, lease_expires_at = v_now + v_lease,
@@ -106,7 +110,7 @@ CREATE OR REPLACE FUNCTION precall.kpis(p_since timestamp with time zone, p_by t
 AS $function$
 BEGIN
     IF p_by NOT IN ('all', 'channel', 'locale', 'platform', 'day') THEN
-        RAISE EXCEPTION 'cannot group by %: use channel, locale, platform or day', p_by;
+        RAISE EXCEPTION 'cannot group by %: use channel, locale, platform or day', p_by USING ERRCODE = '22023';
     END IF;
     RETURN QUERY
     WITH n AS (
