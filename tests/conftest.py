@@ -319,6 +319,12 @@ def start_dispatcher(dispatcher_env: dict[str, str]) -> Iterator[Callable[..., D
         d.kill()
 
 
+def precall_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`precall ARGS…` as support runs it, in a child process: exit status, stdout, stderr as text."""
+    return subprocess.run([sys.executable, "-m", "precall.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
 def wait_until(predicate: Callable[[], object], timeout: float = 15, interval: float = 0.05) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

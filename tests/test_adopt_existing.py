@@ -1,13 +1,11 @@
 """Installing precall into an app database that already has users and scheduled_calls."""
 
 import os
-import subprocess
-import sys
 import time
 
 import psycopg
 
-from conftest import wait_until
+from conftest import precall_cli, wait_until
 
 from precall.sql import migrate
 
@@ -71,7 +69,7 @@ def test_refuses_unknown_status_values_in_one_line(empty_db: str) -> None:
         conn.execute("UPDATE scheduled_calls SET status = 'done' WHERE ctid IN (SELECT ctid FROM scheduled_calls LIMIT 3)")
         conn.execute("UPDATE scheduled_calls SET status = 'voicemail' WHERE status = 'answered' AND ctid IN (SELECT ctid FROM scheduled_calls WHERE status = 'answered' LIMIT 2)")
     env = {**os.environ, "DATABASE_URL": empty_db}
-    out = subprocess.run([sys.executable, "-m", "precall.cli", "db", "migrate"], capture_output=True, text=True, env=env)
+    out = precall_cli("db", "migrate", env=env)
     assert out.returncode == 1
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1, out.stderr
@@ -86,7 +84,7 @@ def test_refuses_non_uuid_ids(empty_db: str) -> None:
     with psycopg.connect(empty_db, autocommit=True) as conn:
         conn.execute("CREATE TABLE users (id bigserial PRIMARY KEY, email text)")
     env = {**os.environ, "DATABASE_URL": empty_db}
-    out = subprocess.run([sys.executable, "-m", "precall.cli", "db", "migrate"], capture_output=True, text=True, env=env)
+    out = precall_cli("db", "migrate", env=env)
     assert out.returncode == 1
     assert "users.id is bigint, precall needs uuid" in out.stderr
 

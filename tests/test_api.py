@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from twilio.request_validator import RequestValidator
 
-from conftest import STATUS_CALLBACK_URL, user_token, wait_until
+from conftest import STATUS_CALLBACK_URL, precall_cli, user_token, wait_until
 
 TOKEN = "fcm-" + "a" * 60
 SID = "SM" + "1" * 32
@@ -98,13 +98,11 @@ def test_rs256_and_es256_keys_with_audience_and_issuer(db, make, start_api) -> N
 
 
 def test_api_without_a_jwt_key_refuses_to_start_in_one_line(db) -> None:
-    import subprocess
-    import sys
 
     from conftest import api_env
 
     env = api_env(db, PRECALL_JWT_SECRET="")
-    out = subprocess.run([sys.executable, "-m", "precall.cli", "api"], env=env, capture_output=True, text=True, timeout=30)
+    out = precall_cli("api", env=env, timeout=30)
     assert out.returncode == 1
     assert out.stderr.strip().count("\n") == 0 and "PRECALL_JWT_SECRET" in out.stderr
 

@@ -2,8 +2,6 @@
 run by pg_cron itself, and a clear line when pg_cron is not there."""
 
 import os
-import subprocess
-import sys
 import time
 
 import psycopg
@@ -13,7 +11,7 @@ from precall import localdb
 from precall.sql import cron, migrate
 from precall.errors import CronUnavailable
 
-from conftest import PgServer, dbname
+from conftest import PgServer, dbname, precall_cli
 
 
 def _jobs(pg_server: PgServer) -> dict[str, tuple[str, str]]:
@@ -86,11 +84,11 @@ def test_without_pg_cron_says_what_to_do() -> None:
             c.execute("CREATE DATABASE app")
         env = {**os.environ, "DATABASE_URL": cluster.dsn("app")}
         env.pop("PRECALL_CRON_DATABASE_URL", None)
-        out = subprocess.run([sys.executable, "-m", "precall.cli", "db", "migrate"], capture_output=True, text=True, env=env)
+        out = precall_cli("db", "migrate", env=env)
         assert out.returncode == 0, out.stderr
         assert "applied 0001_tables" in out.stdout
         assert out.stderr.strip().startswith("pg_cron: not scheduled — pg_cron is not loaded: install it")
-        out = subprocess.run([sys.executable, "-m", "precall.cli", "db", "cron-install"], capture_output=True, text=True, env=env)
+        out = precall_cli("db", "cron-install", env=env)
         assert out.returncode == 1
         assert len(out.stderr.strip().splitlines()) == 1
         assert "shared_preload_libraries = 'pg_cron'" in out.stderr

@@ -5,7 +5,7 @@ import time
 from datetime import timezone
 
 
-from conftest import wait_until
+from conftest import precall_cli, wait_until
 
 
 def send_at(conn, call_id):
@@ -269,17 +269,13 @@ def test_idle_dispatcher_queries_at_most_about_once_a_second(db, conn, make, sta
 
 def test_render_cli_from_the_database(db, make) -> None:
     import os
-    import subprocess
-    import sys
 
     uid = make.user(locale="fr", coach="Léa", current_streak=12, notification_lead_min=5)
     call = make.call(uid, in_seconds=3600)
     env = {**os.environ, "DATABASE_URL": db}
-    out = subprocess.run([sys.executable, "-m", "precall.cli", "render", "--user", uid, "--call", call],
-                         capture_output=True, text=True, env=env)
+    out = precall_cli("render", "--user", uid, "--call", call, env=env)
     assert out.returncode == 0, out.stderr
     assert "title: Coach Léa t'appelle dans 5 min ! 💪" in out.stdout
     assert "sms:   Coach Léa t'appelle dans 5 min ! Jour 12 - point objectif fitness. Décroche !" in out.stdout
-    bad = subprocess.run([sys.executable, "-m", "precall.cli", "render", "--user", "nope", "--call", call],
-                         capture_output=True, text=True, env=env)
+    bad = precall_cli("render", "--user", "nope", "--call", call, env=env)
     assert bad.returncode == 1 and bad.stderr.strip() == "precall: --user and --call must be uuids"

@@ -4,7 +4,6 @@ Judged at the fake FCM / Twilio / webhook servers."""
 import json
 import os
 import socket
-import threading
 import time
 
 

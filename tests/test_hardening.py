@@ -4,15 +4,13 @@ let through, and inputs that must not reach a message."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from datetime import timedelta
 
 import psycopg
 import psycopg.errors
 import pytest
 
-from conftest import wait_until
+from conftest import precall_cli, wait_until
 
 
 def status_of(conn, call_id: str) -> str:
@@ -59,8 +57,7 @@ def test_an_unknown_time_zone_is_refused_and_calls_list_keeps_working(db, conn, 
     with pytest.raises(psycopg.errors.InvalidParameterValue):
         make.user(timezone="Mars/Olympus")
     make.call(uid, in_seconds=7200)
-    out = subprocess.run([sys.executable, "-m", "precall.cli", "calls", "list"], capture_output=True, text=True,
-                         env={**os.environ, "DATABASE_URL": db}, timeout=60)
+    out = precall_cli("calls", "list", env={**os.environ, "DATABASE_URL": db}, timeout=60)
     assert out.returncode == 0 and "Europe/Paris" in out.stdout, out.stderr
 
 

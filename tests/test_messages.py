@@ -1,11 +1,11 @@
 """Messages: the spec's keys word for word, the milestone emoji, and an SMS that always fits one segment."""
 
-import subprocess
-import sys
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from conftest import precall_cli
 
 from precall.templates import gsm7
 from precall.templates.messages import MessageInput, coach_name, minutes_left, streak_emoji
@@ -188,20 +188,19 @@ def test_every_sms_fits_one_segment(name, streak, minutes, topic, locale) -> Non
 
 
 def test_templates_check_passes_and_runs_in_make_test() -> None:
-    out = subprocess.run([sys.executable, "-m", "precall.cli", "templates", "check"], capture_output=True, text=True)
+    out = precall_cli("templates", "check")
     assert out.returncode == 0, out.stderr
     assert "every SMS one segment" in out.stdout
 
 
 def test_render_cli_prints_fallbacks_not_tracebacks() -> None:
-    out = subprocess.run([sys.executable, "-m", "precall.cli", "render", "--locale", "xx", "--topic", "nope",
-                          "--coach", "Max", "--streak", "12", "--lead", "5", "--channel", "sms"],
-                         capture_output=True, text=True)
+    out = precall_cli("render", "--locale", "xx", "--topic", "nope",
+                      "--coach", "Max", "--streak", "12", "--lead", "5", "--channel", "sms")
     assert out.returncode == 0, out.stderr
     assert "note: locale 'xx' -> en" in out.stdout
     assert "note: unknown topic 'nope'" in out.stdout
     assert "UCS-2, 65 units, 1 segment(s), step as_written" in out.stdout
-    bad = subprocess.run([sys.executable, "-m", "precall.cli", "render", "--channel", "fax"], capture_output=True, text=True)
+    bad = precall_cli("render", "--channel", "fax")
     assert bad.returncode == 1 and "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 

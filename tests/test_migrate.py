@@ -7,6 +7,8 @@ import sys
 import psycopg
 import pytest
 
+from conftest import precall_cli
+
 from precall import sql
 from precall.sql import migrate
 from precall.errors import MigrationError
@@ -19,7 +21,7 @@ def _ledger(dsn: str) -> list[tuple[int, str]]:
 
 def _precall(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": dsn}
-    return subprocess.run([sys.executable, "-m", "precall.cli", *args], capture_output=True, text=True, env=env)
+    return precall_cli(*args, env=env)
 
 
 def test_migrate_applies_all_then_nothing(empty_db: str) -> None:
@@ -84,6 +86,6 @@ def test_unreachable_database_is_one_line() -> None:
 
 def test_missing_database_url_is_one_line() -> None:
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    out = subprocess.run([sys.executable, "-m", "precall.cli", "db", "status"], capture_output=True, text=True, env=env)
+    out = precall_cli("db", "status", env=env)
     assert out.returncode == 1
     assert out.stderr.strip() == "precall: DATABASE_URL is not set (e.g. postgresql://user@host:5432/app)"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 import uuid
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -15,13 +14,12 @@ import psycopg
 import psycopg.rows
 import pytest
 
-from conftest import free_port, wait_until
+from conftest import free_port, precall_cli, wait_until
 from precall.sql import cron
 
 
 def cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "precall.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return precall_cli(*args, env=env, timeout=timeout)
 
 
 def one_line_error(out: subprocess.CompletedProcess[str], *words: str) -> None:

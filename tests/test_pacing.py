@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 
-from conftest import wait_until
+from conftest import precall_cli, wait_until
 
 
 def test_dispatcher_paces_fcm_sends_to_the_configured_rate(db, make, conn, fake_fcm, start_dispatcher) -> None:
@@ -33,14 +31,11 @@ def test_capacity_lists_the_previews_a_rate_limit_would_make_miss_their_call(db,
     assert risk == (39,)  # the 61st onwards leave more than 30 s after their send_at at 2/s
     assert conn.execute("SELECT count(*) FROM precall.previews_at_risk(10, 'push')").fetchone() == (0,)
 
-    out = subprocess.run([sys.executable, "-m", "precall.cli", "capacity", "--rate", "2"], env=dispatcher_env,
-                         capture_output=True, text=True, timeout=60)
+    out = precall_cli("capacity", "--rate", "2", env=dispatcher_env, timeout=60)
     assert out.returncode == 1 and "100 push preview(s) queued; at 2/s" in out.stdout and "39 would leave" in out.stdout
-    ok = subprocess.run([sys.executable, "-m", "precall.cli", "capacity"], env={**dispatcher_env, "PRECALL_FCM_RATE_PER_S": "10"},
-                        capture_output=True, text=True, timeout=60)
+    ok = precall_cli("capacity", env={**dispatcher_env, "PRECALL_FCM_RATE_PER_S": "10"}, timeout=60)
     assert ok.returncode == 0 and "0 would leave" in ok.stdout and "PRECALL_FCM_RATE_PER_S=10 x 1" in ok.stdout
-    doctor = subprocess.run([sys.executable, "-m", "precall.cli", "doctor"], env={**dispatcher_env, "PRECALL_FCM_RATE_PER_S": "2"},
-                            capture_output=True, text=True, timeout=60)
+    doctor = precall_cli("doctor", env={**dispatcher_env, "PRECALL_FCM_RATE_PER_S": "2"}, timeout=60)
     assert "FAIL capacity: 39 push preview(s) would miss their call's cut-off" in doctor.stdout
 
 

@@ -2,10 +2,11 @@
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 from firebase_admin import messaging
+
+from conftest import precall_cli
 
 from precall.config import Config
 
@@ -20,8 +21,7 @@ def _dispatcher(env_overrides: dict[str, str]) -> subprocess.CompletedProcess[st
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PRECALL_", "TWILIO_", "GOOGLE_"))}
     env["DATABASE_URL"] = "postgresql://nobody@127.0.0.1:1/none"
     env.update(env_overrides)
-    return subprocess.run([sys.executable, "-m", "precall.cli", "dispatcher"], capture_output=True, text=True,
-                          env=env, timeout=30)
+    return precall_cli("dispatcher", env=env, timeout=30)
 
 
 def test_fcm_without_credentials_refuses_to_start_in_one_line() -> None:
