@@ -51,6 +51,16 @@ def session_limits(statement_timeout_ms: int, lock_timeout_ms: int) -> str:
     return f"-c statement_timeout={statement_timeout_ms} -c lock_timeout={lock_timeout_ms}"
 
 
+def statement_timeout_ms(env: Mapping[str, str]) -> int:
+    """PRECALL_DB_STATEMENT_TIMEOUT_MS, for the API's and the dispatcher's connections alike."""
+    return int(_number(env, "PRECALL_DB_STATEMENT_TIMEOUT_MS", 5000, 100, 3_600_000))
+
+
+def lock_timeout_ms(env: Mapping[str, str]) -> int:
+    """PRECALL_DB_LOCK_TIMEOUT_MS, for the API's and the dispatcher's connections alike."""
+    return int(_number(env, "PRECALL_DB_LOCK_TIMEOUT_MS", 2000, 100, 3_600_000))
+
+
 def database_url(env: Mapping[str, str] | None = None) -> str:
     env = os.environ if env is None else env
     url = env.get("DATABASE_URL", "").strip()
@@ -138,8 +148,8 @@ class Config:
             max_in_flight=int(_number(env, "PRECALL_MAX_IN_FLIGHT", 64, 1, 10000)),
             pool_min=int(_number(env, "PRECALL_DB_POOL_MIN", 1, 1, 100)),
             pool_max=int(_number(env, "PRECALL_DB_POOL_MAX", 10, 1, 500)),
-            statement_timeout_ms=int(_number(env, "PRECALL_DB_STATEMENT_TIMEOUT_MS", 5000, 100, 3_600_000)),
-            lock_timeout_ms=int(_number(env, "PRECALL_DB_LOCK_TIMEOUT_MS", 2000, 100, 3_600_000)),
+            statement_timeout_ms=statement_timeout_ms(env),
+            lock_timeout_ms=lock_timeout_ms(env),
             fallback_wait_s=_number(env, "PRECALL_FALLBACK_WAIT_S", 30.0, 1, 600),
             call_webhook_url=env.get("PRECALL_CALL_WEBHOOK_URL") or None,
             webhook_secret=env.get("PRECALL_WEBHOOK_SECRET") or None,
@@ -228,7 +238,7 @@ class ApiConfig:
             raise ConfigError("PRECALL_JWT_SECRET must be at least 32 characters (HS256 wants 256 bits)")
         if public_key:
             _algorithm_for(public_key)  # one line now, not a 401 per request later
-        pool_max = _int(env, "PRECALL_API_DB_POOL_MAX", 10)
+        pool_max = int(_number(env, "PRECALL_API_DB_POOL_MAX", 10, 1, 500))
         return cls(
             database_url=database_url(env),
             jwt_secret=secret,
@@ -238,23 +248,12 @@ class ApiConfig:
             twilio_auth_token=env.get("TWILIO_AUTH_TOKEN") or None,
             twilio_status_callback_url=env.get("PRECALL_TWILIO_STATUS_CALLBACK_URL") or None,
             pool_max=pool_max,
-            statement_timeout_ms=_int(env, "PRECALL_DB_STATEMENT_TIMEOUT_MS", 5000),
-            lock_timeout_ms=_int(env, "PRECALL_DB_LOCK_TIMEOUT_MS", 2000),
-            max_body_bytes=_int(env, "PRECALL_API_MAX_BODY_BYTES", 65536),
-            read_timeout_s=float(_int(env, "PRECALL_API_READ_TIMEOUT_S", 10)),
-            jwt_max_lifetime_s=_int(env, "PRECALL_JWT_MAX_LIFETIME_S", 86400),
+            statement_timeout_ms=statement_timeout_ms(env),
+            lock_timeout_ms=lock_timeout_ms(env),
+            max_body_bytes=int(_number(env, "PRECALL_API_MAX_BODY_BYTES", 65536, 1, 64 << 20)),
+            read_timeout_s=_number(env, "PRECALL_API_READ_TIMEOUT_S", 10, 0.1, 600),
+            jwt_max_lifetime_s=int(_number(env, "PRECALL_JWT_MAX_LIFETIME_S", 86400, 1, 366 * 86400)),
         )
-
-
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name) or str(default)
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer") from None
-    if value < 1:
-        raise ConfigError(f"{name}={raw} must be at least 1")
-    return value
 
 
 # -- small readers for the CLI ---------------------------------------------------------------------
@@ -316,7 +315,7 @@ KNOWN_VARIABLES = frozenset({
     "PRECALL_FALLBACK_WAIT_S", "PRECALL_CALL_WEBHOOK_URL", "PRECALL_WEBHOOK_SECRET", "PRECALL_WORKER_NAME",
     "PRECALL_FCM_RATE_PER_S", "PRECALL_TWILIO_RATE_PER_S", "PRECALL_METRICS_PORT", "PRECALL_METRICS_ADDR",
     "PRECALL_SMS_PRICES", "PRECALL_JWT_SECRET", "PRECALL_JWT_PUBLIC_KEY", "PRECALL_JWT_AUDIENCE", "PRECALL_JWT_ISSUER",
-    "PRECALL_JWT_MAX_LIFETIME_S", "PRECALL_TWILIO_STATUS_CALLBACK_URL", "PRECALL_API_DB_POOL_MAX",
+    "PRECALL_JWT_MAX_LIFETIME_S", "PRECALL_API_DB_POOL_MAX",
     "PRECALL_API_MAX_BODY_BYTES", "PRECALL_API_READ_TIMEOUT_S", "PRECALL_API_HOST", "PRECALL_API_PORT",
     "PRECALL_LOG_LEVEL", "PRECALL_FR_TYPOGRAPHY", "PRECALL_STATE_DIR", "PRECALL_TEST_DATABASE_URL",
 })
