@@ -26,6 +26,42 @@ CREATE SCHEMA precall;
 
 
 --
+-- Name: claim_verdict; Type: TYPE; Schema: precall; Owner: -
+--
+
+CREATE TYPE precall.claim_verdict AS (
+	verdict text,
+	reason text
+);
+
+
+--
+-- Name: claimed_preview; Type: TYPE; Schema: precall; Owner: -
+--
+
+CREATE TYPE precall.claimed_preview AS (
+	id uuid,
+	call_id uuid,
+	user_id uuid,
+	type text,
+	parent_id uuid,
+	send_at timestamp with time zone,
+	scheduled_at timestamp with time zone,
+	attempts integer,
+	topic text,
+	phone_number text,
+	locale text,
+	coach_name text,
+	current_streak integer,
+	fcm_token text,
+	platform text,
+	push_enabled boolean,
+	notification_pref text,
+	sms_opted_out boolean
+);
+
+
+--
 -- Name: _add_constraint(regclass, text, text); Type: FUNCTION; Schema: precall; Owner: -
 --
 
@@ -200,25 +236,12 @@ BEGIN
         LIMIT p_limit
         FOR UPDATE SKIP LOCKED
     ), judged AS (
-        SELECT j.call_id,
-            CASE
-                WHEN c.status IS DISTINCT FROM 'pending' THEN 'cancelled'
-                WHEN c.scheduled_at <> j.due_at THEN 'cancelled'
-                WHEN v_now - j.due_at > v_settings.call_grace THEN 'expired'
-                WHEN j.attempts >= v_settings.max_attempts THEN 'failed'
-                ELSE 'firing'
-            END AS verdict,
-            CASE
-                WHEN c.status IS DISTINCT FROM 'pending' THEN 'call_' || coalesce(c.status::text, 'deleted')
-                WHEN c.scheduled_at <> j.due_at THEN 'rescheduled'
-                WHEN v_now - j.due_at > v_settings.call_grace THEN
-                    format('too_late: %s after the call time, grace is %s (no dispatcher ran then?)',
-                           date_trunc('second', v_now - j.due_at), v_settings.call_grace)
-                WHEN j.attempts >= v_settings.max_attempts THEN format('gave_up: %s attempts', j.attempts)
-            END AS reason
+        SELECT j.call_id, v.verdict, v.reason
         FROM due
         JOIN precall.call_jobs j ON j.call_id = due.call_id
         LEFT JOIN scheduled_calls c ON c.id = j.call_id
+        CROSS JOIN LATERAL precall.claim_verdict(
+            'call', c.status::text, c.scheduled_at <> j.due_at, NULL, c.scheduled_at - v_now, j.attempts, v_settings) v
     ), claimed AS (
         UPDATE precall.call_jobs j
         SET status = x.verdict, reason = x.reason,
@@ -242,6 +265,17 @@ $$;
 --
 
 CREATE FUNCTION precall.claim_due_previews(p_worker text, p_limit integer, p_gone text[] DEFAULT NULL::text[]) RETURNS TABLE(id uuid, call_id uuid, user_id uuid, type text, parent_id uuid, send_at timestamp with time zone, scheduled_at timestamp with time zone, attempts integer, topic text, phone_number text, locale text, coach_name text, current_streak integer, fcm_token text, platform text, push_enabled boolean, notification_pref text, sms_opted_out boolean)
+    LANGUAGE sql
+    AS $$
+    SELECT * FROM precall.claim_due_previews_v2(p_worker, p_limit, p_gone)
+$$;
+
+
+--
+-- Name: claim_due_previews_v2(text, integer, text[]); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.claim_due_previews_v2(p_worker text, p_limit integer, p_gone text[] DEFAULT NULL::text[]) RETURNS SETOF precall.claimed_preview
     LANGUAGE plpgsql
     SET jit TO 'off'
     AS $$
@@ -249,9 +283,9 @@ DECLARE
     v_now timestamptz := clock_timestamp();
     v_settings precall.settings;
     v_gone text[] := precall.gone_lease_owners(p_gone);
+    v_ids uuid[];
 BEGIN
     SELECT * INTO v_settings FROM precall.settings;
-    RETURN QUERY
     WITH due AS (
         SELECT n.id
         FROM notification_logs n
@@ -262,31 +296,15 @@ BEGIN
         LIMIT p_limit
         FOR UPDATE SKIP LOCKED
     ), judged AS (
-        SELECT n.id,
-            CASE
-                WHEN c.id IS NULL OR c.status <> 'pending' THEN 'cancelled'
-                WHEN c.scheduled_at IS DISTINCT FROM n.planned_for THEN 'cancelled'
-                WHEN n.type = 'fallback_sms' AND parent.delivered_at IS NOT NULL THEN 'cancelled'
-                WHEN c.scheduled_at - v_now < v_settings.min_notice THEN 'skipped'
-                WHEN n.attempts >= v_settings.max_attempts THEN 'failed'
-                ELSE 'sending'
-            END AS verdict,
-            CASE
-                WHEN c.id IS NULL THEN 'call_deleted'
-                WHEN c.status <> 'pending' THEN 'call_' || c.status
-                WHEN c.scheduled_at IS DISTINCT FROM n.planned_for THEN 'rescheduled'
-                WHEN n.type = 'fallback_sms' AND parent.delivered_at IS NOT NULL THEN
-                    format('receipt_arrived: push delivered at %s', parent.delivered_at)
-                WHEN c.scheduled_at - v_now < v_settings.min_notice THEN
-                    format('too_late: %s left before the call at send time, cut-off is %s',
-                           date_trunc('second', c.scheduled_at - v_now), v_settings.min_notice)
-                WHEN n.attempts >= v_settings.max_attempts THEN
-                    format('gave_up: %s attempts without an outcome (dispatcher crashed mid-send?)', n.attempts)
-            END AS reason
+        SELECT n.id, v.verdict, v.reason
         FROM due
         JOIN notification_logs n ON n.id = due.id
         LEFT JOIN scheduled_calls c ON c.id = n.call_id
         LEFT JOIN notification_logs parent ON parent.id = n.parent_id
+        CROSS JOIN LATERAL precall.claim_verdict(
+            'preview', c.status::text, c.scheduled_at IS DISTINCT FROM n.planned_for,
+            CASE WHEN n.type = 'fallback_sms' THEN parent.delivered_at END,
+            c.scheduled_at - v_now, n.attempts, v_settings) v
     ), claimed AS (
         UPDATE notification_logs n
         SET status = j.verdict,
@@ -297,18 +315,12 @@ BEGIN
             updated_at = v_now
         FROM judged j
         WHERE n.id = j.id
-        RETURNING n.*
+        RETURNING n.id, n.status
     )
-    SELECT cl.id, cl.call_id, cl.user_id, cl.type::text, cl.parent_id, cl.send_at,
-           c.scheduled_at, cl.attempts, c.topic::text,
-           u.phone_number::text, u.locale::text, p.name::text, u.current_streak::integer, u.fcm_token::text,
-           u.platform::text, u.push_enabled::boolean, u.notification_pref::text, u.sms_opted_out::boolean
-    FROM claimed cl
-    JOIN scheduled_calls c ON c.id = cl.call_id
-    JOIN users u ON u.id = cl.user_id
-    LEFT JOIN coach_personas p ON p.id = u.coach_persona_id
-    WHERE cl.status = 'sending'
-    ORDER BY cl.send_at;
+    SELECT array_agg(cl.id) INTO v_ids FROM claimed cl WHERE cl.status = 'sending';
+    IF v_ids IS NOT NULL THEN
+        RETURN QUERY SELECT * FROM precall.claimed_previews(v_ids);
+    END IF;
 END
 $$;
 
@@ -318,6 +330,17 @@ $$;
 --
 
 CREATE FUNCTION precall.claim_manual_preview(p_call_id uuid, p_worker text, p_force boolean DEFAULT false, p_type text DEFAULT NULL::text) RETURNS TABLE(id uuid, call_id uuid, user_id uuid, type text, parent_id uuid, send_at timestamp with time zone, scheduled_at timestamp with time zone, attempts integer, topic text, phone_number text, locale text, coach_name text, current_streak integer, fcm_token text, platform text, push_enabled boolean, notification_pref text, sms_opted_out boolean)
+    LANGUAGE sql
+    AS $$
+    SELECT * FROM precall.claim_manual_preview_v2(p_call_id, p_worker, p_force, p_type)
+$$;
+
+
+--
+-- Name: claim_manual_preview_v2(uuid, text, boolean, text); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.claim_manual_preview_v2(p_call_id uuid, p_worker text, p_force boolean DEFAULT false, p_type text DEFAULT NULL::text) RETURNS SETOF precall.claimed_preview
     LANGUAGE plpgsql
     AS $$
 DECLARE
@@ -366,12 +389,7 @@ BEGIN
                 p_worker, v_now + v_lease, 1, p_worker, p_force)
         RETURNING n.id INTO v_id;
     END IF;
-    RETURN QUERY
-    SELECT n.id, n.call_id, n.user_id, n.type::text, n.parent_id, n.send_at, i.scheduled_at, n.attempts, i.topic,
-           i.phone_number, i.locale, i.coach_name, i.current_streak, i.fcm_token, i.platform, i.push_enabled,
-           i.notification_pref, i.sms_opted_out
-    FROM notification_logs n, precall.preview_inputs(p_call_id) i
-    WHERE n.id = v_id;
+    RETURN QUERY SELECT * FROM precall.claimed_previews(ARRAY[v_id]);
 END
 $$;
 
@@ -379,6 +397,86 @@ $$;
 SET default_tablespace = '';
 
 SET default_table_access_method = heap;
+
+--
+-- Name: settings; Type: TABLE; Schema: precall; Owner: -
+--
+
+CREATE TABLE precall.settings (
+    singleton boolean DEFAULT true NOT NULL,
+    lookahead interval DEFAULT '00:02:00'::interval NOT NULL,
+    min_notice interval DEFAULT '00:00:30'::interval NOT NULL,
+    lease interval DEFAULT '00:01:00'::interval NOT NULL,
+    max_attempts integer DEFAULT 3 NOT NULL,
+    retention interval DEFAULT '180 days'::interval NOT NULL,
+    call_grace interval DEFAULT '00:02:00'::interval NOT NULL,
+    fallback_wait interval DEFAULT '00:00:30'::interval NOT NULL,
+    heartbeat_max_age interval DEFAULT '00:00:45'::interval NOT NULL,
+    max_lead interval DEFAULT '01:00:00'::interval NOT NULL,
+    CONSTRAINT settings_call_grace_check CHECK ((call_grace >= '00:00:10'::interval)),
+    CONSTRAINT settings_fallback_wait_check CHECK (((fallback_wait >= '00:00:01'::interval) AND (fallback_wait <= '00:10:00'::interval))),
+    CONSTRAINT settings_heartbeat_max_age_check CHECK ((heartbeat_max_age >= '00:00:20'::interval)),
+    CONSTRAINT settings_lease_check CHECK ((lease >= '00:00:05'::interval)),
+    CONSTRAINT settings_lookahead_check CHECK ((lookahead >= '00:01:00'::interval)),
+    CONSTRAINT settings_max_attempts_check CHECK ((max_attempts >= 1)),
+    CONSTRAINT settings_max_lead_check CHECK (((max_lead >= '00:01:00'::interval) AND (max_lead <= '01:00:00'::interval))),
+    CONSTRAINT settings_min_notice_check CHECK ((min_notice >= '00:00:05'::interval)),
+    CONSTRAINT settings_retention_check CHECK ((retention >= '1 day'::interval)),
+    CONSTRAINT settings_singleton_check CHECK (singleton)
+);
+
+
+--
+-- Name: claim_verdict(text, text, boolean, timestamp with time zone, interval, integer, precall.settings); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.claim_verdict(p_kind text, p_call_status text, p_moved boolean, p_receipt_at timestamp with time zone, p_left interval, p_attempts integer, p_settings precall.settings) RETURNS SETOF precall.claim_verdict
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT CASE
+               WHEN p_call_status IS DISTINCT FROM 'pending' OR p_moved OR p_receipt_at IS NOT NULL THEN 'cancelled'
+               WHEN p_kind = 'preview' AND p_left < p_settings.min_notice THEN 'skipped'
+               WHEN p_kind = 'call' AND -p_left > p_settings.call_grace THEN 'expired'
+               WHEN p_attempts >= p_settings.max_attempts THEN 'failed'
+               WHEN p_kind = 'preview' THEN 'sending'
+               ELSE 'firing'
+           END,
+           CASE
+               WHEN p_call_status IS NULL THEN 'call_deleted'
+               WHEN p_call_status <> 'pending' THEN 'call_' || p_call_status
+               WHEN p_moved THEN 'rescheduled'
+               WHEN p_receipt_at IS NOT NULL THEN format('receipt_arrived: push delivered at %s', p_receipt_at)
+               WHEN p_kind = 'preview' AND p_left < p_settings.min_notice THEN
+                   format('too_late: %s left before the call at send time, cut-off is %s',
+                          date_trunc('second', p_left), p_settings.min_notice)
+               WHEN p_kind = 'call' AND -p_left > p_settings.call_grace THEN
+                   format('too_late: %s after the call time, grace is %s (no dispatcher ran then?)',
+                          date_trunc('second', -p_left), p_settings.call_grace)
+               WHEN p_attempts >= p_settings.max_attempts THEN
+                   format('gave_up: %s attempts without an outcome (dispatcher crashed mid-send?)', p_attempts)
+           END
+$$;
+
+
+--
+-- Name: claimed_previews(uuid[]); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.claimed_previews(p_ids uuid[]) RETURNS SETOF precall.claimed_preview
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT n.id, n.call_id, n.user_id, n.type::text, n.parent_id, n.send_at,
+           c.scheduled_at, n.attempts, c.topic::text,
+           u.phone_number::text, u.locale::text, p.name::text, u.current_streak::integer, u.fcm_token::text,
+           u.platform::text, u.push_enabled::boolean, u.notification_pref::text, u.sms_opted_out::boolean
+    FROM notification_logs n
+    JOIN scheduled_calls c ON c.id = n.call_id
+    JOIN users u ON u.id = n.user_id
+    LEFT JOIN coach_personas p ON p.id = u.coach_persona_id
+    WHERE n.id = ANY (p_ids)
+    ORDER BY n.send_at
+$$;
+
 
 --
 -- Name: dispatchers; Type: TABLE; Schema: precall; Owner: -
@@ -1168,10 +1266,11 @@ CREATE FUNCTION precall.tg_scheduled_calls__after_insert() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
 BEGIN
-    -- Pre-filter on the widest window (60-minute lead + lookahead) so a bulk load stays cheap.
+    -- Pre-filter on the widest window (the longest lead + lookahead) so a bulk load stays cheap.
     PERFORM precall.plan_calls(ARRAY(
         SELECT id FROM new_calls
-        WHERE status = 'pending' AND scheduled_at <= clock_timestamp() + interval '70 minutes'));
+        WHERE status = 'pending'
+          AND scheduled_at <= clock_timestamp() + (SELECT max_lead + lookahead FROM precall.settings)));
     RETURN NULL;
 END
 $$;
@@ -1241,9 +1340,28 @@ BEGIN
         SELECT c.id FROM scheduled_calls c
         WHERE c.user_id = NEW.id AND c.status = 'pending'
           AND c.scheduled_at > clock_timestamp()
-          AND c.scheduled_at <= clock_timestamp() + interval '62 minutes');
+          AND c.scheduled_at <= clock_timestamp() + (SELECT max_lead + lookahead FROM precall.settings));
     PERFORM precall.plan_calls(v_calls);
     RETURN NULL;
+END
+$$;
+
+
+--
+-- Name: tg_users__lead_within_policy(); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.tg_users__lead_within_policy() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_max interval := (SELECT max_lead FROM precall.settings);
+BEGIN
+    IF make_interval(mins => NEW.notification_lead_min) > v_max THEN
+        RAISE EXCEPTION 'notification_lead_min % is longer than the longest lead allowed (precall.settings.max_lead = %)',
+            NEW.notification_lead_min, v_max USING ERRCODE = '23514';
+    END IF;
+    RETURN NEW;
 END
 $$;
 
@@ -1409,28 +1527,6 @@ CREATE TABLE precall.schema_repeatables (
     name text NOT NULL,
     checksum text NOT NULL,
     applied_at timestamp with time zone DEFAULT now() NOT NULL
-);
-
-
---
--- Name: settings; Type: TABLE; Schema: precall; Owner: -
---
-
-CREATE TABLE precall.settings (
-    singleton boolean DEFAULT true NOT NULL,
-    lookahead interval DEFAULT '00:02:00'::interval NOT NULL,
-    min_notice interval DEFAULT '00:00:30'::interval NOT NULL,
-    lease interval DEFAULT '00:01:00'::interval NOT NULL,
-    max_attempts integer DEFAULT 3 NOT NULL,
-    retention interval DEFAULT '180 days'::interval NOT NULL,
-    call_grace interval DEFAULT '00:02:00'::interval NOT NULL,
-    CONSTRAINT settings_call_grace_check CHECK ((call_grace >= '00:00:10'::interval)),
-    CONSTRAINT settings_lease_check CHECK ((lease >= '00:00:05'::interval)),
-    CONSTRAINT settings_lookahead_check CHECK ((lookahead >= '00:01:00'::interval)),
-    CONSTRAINT settings_max_attempts_check CHECK ((max_attempts >= 1)),
-    CONSTRAINT settings_min_notice_check CHECK ((min_notice >= '00:00:05'::interval)),
-    CONSTRAINT settings_retention_check CHECK ((retention >= '1 day'::interval)),
-    CONSTRAINT settings_singleton_check CHECK (singleton)
 );
 
 
@@ -1733,6 +1829,13 @@ CREATE TRIGGER _300_reason_code_on_update BEFORE UPDATE OF reason ON public.noti
 --
 
 CREATE TRIGGER _300_timezone_is_known BEFORE INSERT OR UPDATE OF timezone ON public.users FOR EACH ROW EXECUTE FUNCTION precall.tg_users__timezone_is_known();
+
+
+--
+-- Name: users _310_lead_within_policy; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _310_lead_within_policy BEFORE INSERT OR UPDATE OF notification_lead_min ON public.users FOR EACH ROW WHEN ((new.notification_lead_min IS NOT NULL)) EXECUTE FUNCTION precall.tg_users__lead_within_policy();
 
 
 --

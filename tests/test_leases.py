@@ -8,7 +8,7 @@ import time
 
 import psycopg
 
-from conftest import wait_until
+from plugins.processes import wait_until
 
 
 def sms_users(make, n: int, seconds: float = 3.0) -> list[str]:
@@ -95,13 +95,13 @@ def test_a_live_dispatchers_rows_are_not_taken(conn, make, db) -> None:
     conn.execute("UPDATE notification_logs SET send_at = now() - interval '1 second' WHERE call_id = %s", (call,))
     with psycopg.connect(db, autocommit=True) as owner:
         owner.execute("SELECT precall.register_session('owner-1', 'h', 1, true)")
-        [claimed] = owner.execute("SELECT id FROM precall.claim_due_previews('owner-1', 10)").fetchall()
-        assert conn.execute("SELECT count(*) FROM precall.claim_due_previews('thief', 10)").fetchone() == (0,)
+        [claimed] = owner.execute("SELECT id FROM precall.claim_due_previews_v2('owner-1', 10)").fetchall()
+        assert conn.execute("SELECT count(*) FROM precall.claim_due_previews_v2('thief', 10)").fetchone() == (0,)
         assert conn.execute("SELECT previews FROM precall.left_by_gone_dispatchers()").fetchone() == (False,)
     # The owner's session is gone (its connection closed): at once due and claimable.
     wait_until(lambda: conn.execute("SELECT precall.gone_lease_owners()").fetchone()[0] == ["owner-1"], timeout=5)
     assert conn.execute("SELECT previews FROM precall.left_by_gone_dispatchers()").fetchone() == (True,)
-    [(taken, attempts)] = conn.execute("SELECT id, attempts FROM precall.claim_due_previews('thief', 10)").fetchall()
+    [(taken, attempts)] = conn.execute("SELECT id, attempts FROM precall.claim_due_previews_v2('thief', 10)").fetchall()
     assert taken == claimed[0]
     assert attempts == 2
 
@@ -112,10 +112,10 @@ def test_a_restarted_process_with_a_fixed_worker_name_frees_its_old_leases(conn,
     conn.execute("UPDATE notification_logs SET send_at = now() - interval '1 second' WHERE call_id = %s", (call,))
     with psycopg.connect(db, autocommit=True) as first:
         first.execute("SELECT precall.register_session('fixed', 'h', 1, true)")
-        assert len(first.execute("SELECT id FROM precall.claim_due_previews('fixed', 10)").fetchall()) == 1
+        assert len(first.execute("SELECT id FROM precall.claim_due_previews_v2('fixed', 10)").fetchall()) == 1
     with psycopg.connect(db, autocommit=True) as second:
         second.execute("SELECT precall.register_session('fixed', 'h', 2, true)")  # same name, new process
-        assert len(second.execute("SELECT id FROM precall.claim_due_previews('fixed', 10)").fetchall()) == 1
+        assert len(second.execute("SELECT id FROM precall.claim_due_previews_v2('fixed', 10)").fetchall()) == 1
         # A reconnect of the same process (p_new_process false) keeps what it holds.
         second.execute("SELECT precall.register_session('fixed', 'h', 2, false)")
-        assert conn.execute("SELECT count(*) FROM precall.claim_due_previews('other', 10)").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM precall.claim_due_previews_v2('other', 10)").fetchone() == (0,)

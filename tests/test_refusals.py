@@ -19,7 +19,7 @@ def refusal(conn: psycopg.Connection, sql: str, *args: object) -> errors.Refused
 
 
 def test_each_manual_send_refusal_has_its_sqlstate_and_class(conn, make) -> None:
-    claim = "SELECT * FROM precall.claim_manual_preview(%s, 'support')"
+    claim = "SELECT * FROM precall.claim_manual_preview_v2(%s, 'support')"
     uid = make.user(fcm_token="tok-" + "f" * 40, push_enabled=True)
     assert isinstance(refusal(conn, claim, uuid.uuid4()), errors.NoSuchCall)
     cancelled = make.call(uid, in_seconds=3600, status="cancelled")

@@ -129,11 +129,65 @@ AS $function$
     SELECT id FROM previews UNION ALL SELECT call_id FROM calls
 $function$;
 
+-- The one verdict on a due row at claim time, for previews (p_kind 'preview': 'sending' when it
+-- goes out) and call jobs ('call': 'firing'): cancelled when the call is gone, no longer pending,
+-- has moved, or (a fallback SMS) the push's receipt arrived; skipped / expired when too close to
+-- or too long after the call; failed after max_attempts claims without an outcome. A set-returning
+-- SQL function so that the planner inlines it into each claim (no per-row function call).
+CREATE OR REPLACE FUNCTION precall.claim_verdict(p_kind text, p_call_status text, p_moved boolean, p_receipt_at timestamp with time zone, p_left interval, p_attempts integer, p_settings precall.settings)
+ RETURNS SETOF precall.claim_verdict
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT CASE
+               WHEN p_call_status IS DISTINCT FROM 'pending' OR p_moved OR p_receipt_at IS NOT NULL THEN 'cancelled'
+               WHEN p_kind = 'preview' AND p_left < p_settings.min_notice THEN 'skipped'
+               WHEN p_kind = 'call' AND -p_left > p_settings.call_grace THEN 'expired'
+               WHEN p_attempts >= p_settings.max_attempts THEN 'failed'
+               WHEN p_kind = 'preview' THEN 'sending'
+               ELSE 'firing'
+           END,
+           CASE
+               WHEN p_call_status IS NULL THEN 'call_deleted'
+               WHEN p_call_status <> 'pending' THEN 'call_' || p_call_status
+               WHEN p_moved THEN 'rescheduled'
+               WHEN p_receipt_at IS NOT NULL THEN format('receipt_arrived: push delivered at %s', p_receipt_at)
+               WHEN p_kind = 'preview' AND p_left < p_settings.min_notice THEN
+                   format('too_late: %s left before the call at send time, cut-off is %s',
+                          date_trunc('second', p_left), p_settings.min_notice)
+               WHEN p_kind = 'call' AND -p_left > p_settings.call_grace THEN
+                   format('too_late: %s after the call time, grace is %s (no dispatcher ran then?)',
+                          date_trunc('second', -p_left), p_settings.call_grace)
+               WHEN p_attempts >= p_settings.max_attempts THEN
+                   format('gave_up: %s attempts without an outcome (dispatcher crashed mid-send?)', p_attempts)
+           END
+$function$;
+
+-- The claimed previews p_ids as the dispatcher sends them: each row with its call and its user as
+-- they are now, in send_at order. The one place the claimed-preview shape is built.
+CREATE OR REPLACE FUNCTION precall.claimed_previews(p_ids uuid[])
+ RETURNS SETOF precall.claimed_preview
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT n.id, n.call_id, n.user_id, n.type::text, n.parent_id, n.send_at,
+           c.scheduled_at, n.attempts, c.topic::text,
+           u.phone_number::text, u.locale::text, p.name::text, u.current_streak::integer, u.fcm_token::text,
+           u.platform::text, u.push_enabled::boolean, u.notification_pref::text, u.sms_opted_out::boolean
+    FROM notification_logs n
+    JOIN scheduled_calls c ON c.id = n.call_id
+    JOIN users u ON u.id = n.user_id
+    LEFT JOIN coach_personas p ON p.id = u.coach_persona_id
+    WHERE n.id = ANY (p_ids)
+    ORDER BY n.send_at
+$function$;
+
 -- Claims up to p_limit due previews for p_worker. In the same transaction, rows whose call is no
 -- longer pending, has moved, is too close, whose receipt arrived (fallback) or which ran out of
--- attempts get their final status and reason; only the rows to send are returned.
-CREATE OR REPLACE FUNCTION precall.claim_due_previews(p_worker text, p_limit integer, p_gone text[] DEFAULT NULL::text[])
- RETURNS TABLE(id uuid, call_id uuid, user_id uuid, type text, parent_id uuid, send_at timestamp with time zone, scheduled_at timestamp with time zone, attempts integer, topic text, phone_number text, locale text, coach_name text, current_streak integer, fcm_token text, platform text, push_enabled boolean, notification_pref text, sms_opted_out boolean)
+-- attempts get their final status and reason (precall.claim_verdict); only the rows to send are
+-- returned.
+CREATE OR REPLACE FUNCTION precall.claim_due_previews_v2(p_worker text, p_limit integer, p_gone text[] DEFAULT NULL::text[])
+ RETURNS SETOF precall.claimed_preview
  LANGUAGE plpgsql
  SET jit TO 'off'
 AS $function$
@@ -141,9 +195,9 @@ DECLARE
     v_now timestamptz := clock_timestamp();
     v_settings precall.settings;
     v_gone text[] := precall.gone_lease_owners(p_gone);
+    v_ids uuid[];
 BEGIN
     SELECT * INTO v_settings FROM precall.settings;
-    RETURN QUERY
     WITH due AS (
         SELECT n.id
         FROM notification_logs n
@@ -154,31 +208,15 @@ BEGIN
         LIMIT p_limit
         FOR UPDATE SKIP LOCKED
     ), judged AS (
-        SELECT n.id,
-            CASE
-                WHEN c.id IS NULL OR c.status <> 'pending' THEN 'cancelled'
-                WHEN c.scheduled_at IS DISTINCT FROM n.planned_for THEN 'cancelled'
-                WHEN n.type = 'fallback_sms' AND parent.delivered_at IS NOT NULL THEN 'cancelled'
-                WHEN c.scheduled_at - v_now < v_settings.min_notice THEN 'skipped'
-                WHEN n.attempts >= v_settings.max_attempts THEN 'failed'
-                ELSE 'sending'
-            END AS verdict,
-            CASE
-                WHEN c.id IS NULL THEN 'call_deleted'
-                WHEN c.status <> 'pending' THEN 'call_' || c.status
-                WHEN c.scheduled_at IS DISTINCT FROM n.planned_for THEN 'rescheduled'
-                WHEN n.type = 'fallback_sms' AND parent.delivered_at IS NOT NULL THEN
-                    format('receipt_arrived: push delivered at %s', parent.delivered_at)
-                WHEN c.scheduled_at - v_now < v_settings.min_notice THEN
-                    format('too_late: %s left before the call at send time, cut-off is %s',
-                           date_trunc('second', c.scheduled_at - v_now), v_settings.min_notice)
-                WHEN n.attempts >= v_settings.max_attempts THEN
-                    format('gave_up: %s attempts without an outcome (dispatcher crashed mid-send?)', n.attempts)
-            END AS reason
+        SELECT n.id, v.verdict, v.reason
         FROM due
         JOIN notification_logs n ON n.id = due.id
         LEFT JOIN scheduled_calls c ON c.id = n.call_id
         LEFT JOIN notification_logs parent ON parent.id = n.parent_id
+        CROSS JOIN LATERAL precall.claim_verdict(
+            'preview', c.status::text, c.scheduled_at IS DISTINCT FROM n.planned_for,
+            CASE WHEN n.type = 'fallback_sms' THEN parent.delivered_at END,
+            c.scheduled_at - v_now, n.attempts, v_settings) v
     ), claimed AS (
         UPDATE notification_logs n
         SET status = j.verdict,
@@ -189,19 +227,22 @@ BEGIN
             updated_at = v_now
         FROM judged j
         WHERE n.id = j.id
-        RETURNING n.*
+        RETURNING n.id, n.status
     )
-    SELECT cl.id, cl.call_id, cl.user_id, cl.type::text, cl.parent_id, cl.send_at,
-           c.scheduled_at, cl.attempts, c.topic::text,
-           u.phone_number::text, u.locale::text, p.name::text, u.current_streak::integer, u.fcm_token::text,
-           u.platform::text, u.push_enabled::boolean, u.notification_pref::text, u.sms_opted_out::boolean
-    FROM claimed cl
-    JOIN scheduled_calls c ON c.id = cl.call_id
-    JOIN users u ON u.id = cl.user_id
-    LEFT JOIN coach_personas p ON p.id = u.coach_persona_id
-    WHERE cl.status = 'sending'
-    ORDER BY cl.send_at;
+    SELECT array_agg(cl.id) INTO v_ids FROM claimed cl WHERE cl.status = 'sending';
+    IF v_ids IS NOT NULL THEN
+        RETURN QUERY SELECT * FROM precall.claimed_previews(v_ids);
+    END IF;
 END
+$function$;
+
+-- The previous release's name and declared result (the same columns): kept for its dispatchers
+-- during a rolling upgrade; a later release drops it.
+CREATE OR REPLACE FUNCTION precall.claim_due_previews(p_worker text, p_limit integer, p_gone text[] DEFAULT NULL::text[])
+ RETURNS TABLE(id uuid, call_id uuid, user_id uuid, type text, parent_id uuid, send_at timestamp with time zone, scheduled_at timestamp with time zone, attempts integer, topic text, phone_number text, locale text, coach_name text, current_streak integer, fcm_token text, platform text, push_enabled boolean, notification_pref text, sms_opted_out boolean)
+ LANGUAGE sql
+AS $function$
+    SELECT * FROM precall.claim_due_previews_v2(p_worker, p_limit, p_gone)
 $function$;
 
 -- Whether a gone dispatcher left previews / call jobs behind (then a claim takes them at once).
@@ -242,25 +283,12 @@ BEGIN
         LIMIT p_limit
         FOR UPDATE SKIP LOCKED
     ), judged AS (
-        SELECT j.call_id,
-            CASE
-                WHEN c.status IS DISTINCT FROM 'pending' THEN 'cancelled'
-                WHEN c.scheduled_at <> j.due_at THEN 'cancelled'
-                WHEN v_now - j.due_at > v_settings.call_grace THEN 'expired'
-                WHEN j.attempts >= v_settings.max_attempts THEN 'failed'
-                ELSE 'firing'
-            END AS verdict,
-            CASE
-                WHEN c.status IS DISTINCT FROM 'pending' THEN 'call_' || coalesce(c.status::text, 'deleted')
-                WHEN c.scheduled_at <> j.due_at THEN 'rescheduled'
-                WHEN v_now - j.due_at > v_settings.call_grace THEN
-                    format('too_late: %s after the call time, grace is %s (no dispatcher ran then?)',
-                           date_trunc('second', v_now - j.due_at), v_settings.call_grace)
-                WHEN j.attempts >= v_settings.max_attempts THEN format('gave_up: %s attempts', j.attempts)
-            END AS reason
+        SELECT j.call_id, v.verdict, v.reason
         FROM due
         JOIN precall.call_jobs j ON j.call_id = due.call_id
         LEFT JOIN scheduled_calls c ON c.id = j.call_id
+        CROSS JOIN LATERAL precall.claim_verdict(
+            'call', c.status::text, c.scheduled_at <> j.due_at, NULL, c.scheduled_at - v_now, j.attempts, v_settings) v
     ), claimed AS (
         UPDATE precall.call_jobs j
         SET status = x.verdict, reason = x.reason,

@@ -36,13 +36,13 @@ FROM scheduled_calls c
 JOIN users u ON u.id = c.user_id
 WHERE c.status IN ('answered', 'no_answer', 'failed');
 
--- Claims a preview for a manual send, leased to p_worker, shaped like claim_due_previews().
+-- Claims a preview for a manual send, leased to p_worker, as a precall.claimed_preview.
 -- Without p_force: refuses when a preview already left for this call time (saying when and how)
 -- or is being sent right now; takes over the planned row when there is one. With p_force: a new
 -- row marked resend. Refusals carry precall's SQLSTATEs (PC001 no such call, PC002 not pending,
 -- PC003 too late, PC004 being sent now, PC005 already sent; precall/errors.py maps them).
-CREATE OR REPLACE FUNCTION precall.claim_manual_preview(p_call_id uuid, p_worker text, p_force boolean DEFAULT false, p_type text DEFAULT NULL::text)
- RETURNS TABLE(id uuid, call_id uuid, user_id uuid, type text, parent_id uuid, send_at timestamp with time zone, scheduled_at timestamp with time zone, attempts integer, topic text, phone_number text, locale text, coach_name text, current_streak integer, fcm_token text, platform text, push_enabled boolean, notification_pref text, sms_opted_out boolean)
+CREATE OR REPLACE FUNCTION precall.claim_manual_preview_v2(p_call_id uuid, p_worker text, p_force boolean DEFAULT false, p_type text DEFAULT NULL::text)
+ RETURNS SETOF precall.claimed_preview
  LANGUAGE plpgsql
 AS $function$
 DECLARE
@@ -91,13 +91,17 @@ BEGIN
                 p_worker, v_now + v_lease, 1, p_worker, p_force)
         RETURNING n.id INTO v_id;
     END IF;
-    RETURN QUERY
-    SELECT n.id, n.call_id, n.user_id, n.type::text, n.parent_id, n.send_at, i.scheduled_at, n.attempts, i.topic,
-           i.phone_number, i.locale, i.coach_name, i.current_streak, i.fcm_token, i.platform, i.push_enabled,
-           i.notification_pref, i.sms_opted_out
-    FROM notification_logs n, precall.preview_inputs(p_call_id) i
-    WHERE n.id = v_id;
+    RETURN QUERY SELECT * FROM precall.claimed_previews(ARRAY[v_id]);
 END
+$function$;
+
+-- The previous release's name and declared result (the same columns), for its `precall send`
+-- during a rolling upgrade; a later release drops it.
+CREATE OR REPLACE FUNCTION precall.claim_manual_preview(p_call_id uuid, p_worker text, p_force boolean DEFAULT false, p_type text DEFAULT NULL::text)
+ RETURNS TABLE(id uuid, call_id uuid, user_id uuid, type text, parent_id uuid, send_at timestamp with time zone, scheduled_at timestamp with time zone, attempts integer, topic text, phone_number text, locale text, coach_name text, current_streak integer, fcm_token text, platform text, push_enabled boolean, notification_pref text, sms_opted_out boolean)
+ LANGUAGE sql
+AS $function$
+    SELECT * FROM precall.claim_manual_preview_v2(p_call_id, p_worker, p_force, p_type)
 $function$;
 
 -- The KPIs since p_since, grouped by p_by ('all', 'channel', 'locale', 'platform' or 'day'):

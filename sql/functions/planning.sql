@@ -144,10 +144,11 @@ CREATE OR REPLACE FUNCTION precall.tg_scheduled_calls__after_insert()
  LANGUAGE plpgsql
 AS $function$
 BEGIN
-    -- Pre-filter on the widest window (60-minute lead + lookahead) so a bulk load stays cheap.
+    -- Pre-filter on the widest window (the longest lead + lookahead) so a bulk load stays cheap.
     PERFORM precall.plan_calls(ARRAY(
         SELECT id FROM new_calls
-        WHERE status = 'pending' AND scheduled_at <= clock_timestamp() + interval '70 minutes'));
+        WHERE status = 'pending'
+          AND scheduled_at <= clock_timestamp() + (SELECT max_lead + lookahead FROM precall.settings)));
     RETURN NULL;
 END
 $function$;
@@ -194,7 +195,7 @@ BEGIN
         SELECT c.id FROM scheduled_calls c
         WHERE c.user_id = NEW.id AND c.status = 'pending'
           AND c.scheduled_at > clock_timestamp()
-          AND c.scheduled_at <= clock_timestamp() + interval '62 minutes');
+          AND c.scheduled_at <= clock_timestamp() + (SELECT max_lead + lookahead FROM precall.settings));
     PERFORM precall.plan_calls(v_calls);
     RETURN NULL;
 END

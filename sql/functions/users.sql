@@ -79,6 +79,29 @@ CREATE OR REPLACE TRIGGER _300_timezone_is_known
     FOR EACH ROW
     EXECUTE FUNCTION precall.tg_users__timezone_is_known();
 
+-- A user's lead may not exceed the fleet's policy (precall.settings.max_lead; the table's CHECK
+-- keeps 1..60 as the absolute bound). check_violation, so the API answers 422.
+CREATE OR REPLACE FUNCTION precall.tg_users__lead_within_policy()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    v_max interval := (SELECT max_lead FROM precall.settings);
+BEGIN
+    IF make_interval(mins => NEW.notification_lead_min) > v_max THEN
+        RAISE EXCEPTION 'notification_lead_min % is longer than the longest lead allowed (precall.settings.max_lead = %)',
+            NEW.notification_lead_min, v_max USING ERRCODE = '23514';
+    END IF;
+    RETURN NEW;
+END
+$function$;
+
+CREATE OR REPLACE TRIGGER _310_lead_within_policy
+    BEFORE INSERT OR UPDATE OF notification_lead_min ON public.users
+    FOR EACH ROW
+    WHEN (NEW.notification_lead_min IS NOT NULL)
+    EXECUTE FUNCTION precall.tg_users__lead_within_policy();
+
 CREATE OR REPLACE TRIGGER _400_token_moves
     BEFORE INSERT OR UPDATE OF fcm_token ON public.users
     FOR EACH ROW
