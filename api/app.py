@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from precall.api import app_routes, errors, twilio_status
+from precall.api import app_routes, errors, store, twilio_status
 from precall.api.errors import ApiError, responses
 from precall.api.limits import RequestLimits
 from precall.api.models import Health
@@ -20,8 +20,7 @@ def create_app(config: ApiConfig) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async def bounded(conn: AsyncConnection) -> None:
-            await conn.execute("SELECT set_config('statement_timeout', %s, false), set_config('lock_timeout', %s, false)",
-                               (f"{config.statement_timeout_ms}ms", f"{config.lock_timeout_ms}ms"))
+            await store.bound_session(conn, config.statement_timeout_ms, config.lock_timeout_ms)
 
         # check: a connection the server ended (restart, pg_terminate_backend) is replaced on
         # checkout instead of failing the request that drew it.
@@ -48,7 +47,7 @@ def create_app(config: ApiConfig) -> FastAPI:
         """200 when the database answers."""
         try:
             async with request.app.state.pool.connection() as conn:
-                await conn.execute("SELECT 1")
+                await store.ping(conn)
         except Exception as exc:  # noqa: BLE001 - any failure means "not healthy"
             raise ApiError(503, "database_unavailable", f"the database is not answering: {type(exc).__name__}") from None
         return Health()

@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
+import psycopg.errors
 from fastapi import APIRouter, Query, Request
-from psycopg.rows import dict_row
 
+from precall.api import store
 from precall.api.auth import CurrentUser
 from precall.api.errors import BODY_LIMITS, ApiError, responses
 from precall.api.models import (
@@ -21,27 +22,20 @@ router = APIRouter(prefix="/api/v1")
 async def register_device(body: RegisterDevice, user: CurrentUser, request: Request) -> Registered:
     """Registers (or replaces) the device's push token; push_enabled as sent re-enables push after a dead token."""
     async with request.app.state.pool.connection() as conn:
-        cur = await conn.execute("SELECT precall.register_device(%s, %s, %s, %s)",
-                                 (user, body.fcm_token, body.platform, body.push_enabled))
-        row = await cur.fetchone()
-    if not row or not row[0]:
+        registered = await store.register_device(conn, user, body.fcm_token, body.platform, body.push_enabled)
+    if not registered:
         raise ApiError(401, "unauthorized", "unknown user")
     return Registered()
 
 
 async def _update_preferences(body: NotificationPreferences, user: uuid.UUID, request: Request) -> Updated:
     async with request.app.state.pool.connection() as conn:
-        if body.notification_pref == "sms_only":
-            cur = await conn.execute("SELECT phone_number FROM users WHERE id = %s", (user,))
-            row = await cur.fetchone()
-            if not row or not row[0]:
-                raise ApiError(409, "no_phone_number", "sms_only needs a phone number on file")
-        # Unsent previews are re-planned by the users trigger (_500_replan_previews).
-        await conn.execute(
-            "UPDATE users SET notification_pref = coalesce(%s, notification_pref),"
-            " notification_lead_min = coalesce(%s, notification_lead_min) WHERE id = %s",
-            (body.notification_pref, body.notification_lead_min, user),
-        )
+        if body.notification_pref == "sms_only" and not await store.phone_on_file(conn, user):
+            raise ApiError(409, "no_phone_number", "sms_only needs a phone number on file")
+        try:
+            await store.update_preferences(conn, user, body.notification_pref, body.notification_lead_min)
+        except psycopg.errors.CheckViolation as exc:  # a lead above precall.settings.max_lead
+            raise ApiError(422, "lead_not_allowed", exc.diag.message_primary or "lead not allowed") from None
     return Updated()
 
 
@@ -63,9 +57,7 @@ async def history(
 ) -> History:
     """The caller's notifications, newest first."""
     async with request.app.state.pool.connection() as conn:
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute("SELECT * FROM precall.notification_history(%s, %s, %s)", (user, page.limit, page.offset))
-        rows = await cur.fetchall()
+        rows = await store.notification_history(conn, user, page.limit, page.offset)
     return History(notifications=[Notification.model_validate(r, from_attributes=False) for r in rows])
 
 
@@ -81,18 +73,10 @@ _RECEIPT_ERRORS = {
 async def receipt(notification_id: uuid.UUID, body: Receipt, user: CurrentUser, request: Request) -> ReceiptRecorded:
     """Records that the push reached the device (or was opened); stops a pending fallback SMS."""
     async with request.app.state.pool.connection() as conn:
-        cur = await conn.execute(
-            "SELECT precall.record_push_receipt(%s, %s, coalesce(%s, clock_timestamp()), %s)",
-            (notification_id, body.event, body.at, user),
-        )
-        row = await cur.fetchone()
-        assert row is not None
-        outcome = str(row[0])
+        outcome = await store.record_push_receipt(conn, notification_id, body.event, body.at, user)
         if outcome in _RECEIPT_ERRORS:
             status, code, detail = _RECEIPT_ERRORS[outcome]
             raise ApiError(status, code, detail)
-        cur = await conn.execute("SELECT delivered_at, opened_at, late_receipt FROM notification_logs WHERE id = %s",
-                                 (notification_id,))
-        delivered_at, opened_at, late = await cur.fetchone() or (None, None, False)
-    return ReceiptRecorded(status="duplicate" if outcome == "duplicate" else "recorded", late=bool(late),
-                           delivered_at=delivered_at, opened_at=opened_at)
+        state = await store.receipt_state(conn, notification_id)
+    return ReceiptRecorded(status="duplicate" if outcome == "duplicate" else "recorded", late=state.late,
+                           delivered_at=state.delivered_at, opened_at=state.opened_at)

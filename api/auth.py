@@ -10,6 +10,7 @@ import jwt
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from precall.api import store
 from precall.api.errors import ApiError
 from precall.config import ApiConfig
 
@@ -55,8 +56,7 @@ async def current_user(
     config: ApiConfig = request.app.state.config
     user_id = user_id_from_token(credentials.credentials, config)
     async with request.app.state.pool.connection() as conn:
-        cur = await conn.execute("SELECT 1 FROM users WHERE id = %s", (user_id,))
-        if await cur.fetchone() is None:
+        if not await store.user_exists(conn, user_id):
             raise _unauthorized("unknown user")
     return user_id
 

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Form, Header, Request
 from pydantic import BaseModel, ConfigDict, Field
 from twilio.request_validator import RequestValidator
 
+from precall.api import store
 from precall.api.errors import BODY_LIMITS, ApiError, responses
 from precall.api.models import TwilioStatusAck
 from precall.config import ApiConfig
@@ -62,10 +63,6 @@ def _done_at(raw: str | None) -> datetime | None:
 async def twilio_status(form: Annotated[TwilioStatusForm, Form()], request: Request) -> TwilioStatusAck:
     """Applies an SMS delivery status; idempotent, and a late 'sent' never undoes 'delivered'."""
     async with request.app.state.pool.connection() as conn:
-        cur = await conn.execute(
-            "SELECT precall.record_sms_status(%s, %s, %s, %s)",
-            (form.MessageSid, form.MessageStatus, form.ErrorCode, _done_at(form.RawDlrDoneDate)),
-        )
-        row = await cur.fetchone()
-    assert row is not None
-    return TwilioStatusAck(status=row[0])
+        outcome = await store.record_sms_status(conn, form.MessageSid, form.MessageStatus, form.ErrorCode,
+                                                _done_at(form.RawDlrDoneDate))
+    return TwilioStatusAck(status=outcome)

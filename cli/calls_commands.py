@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Optional
 
+import uuid
 import psycopg
 import typer
-from psycopg.rows import dict_row
 
+from precall.cli import store
 from precall.cli.history_command import parse_uuid
 from precall.cli.output import JSON_HELP, emit
 from precall.config import database_url
@@ -16,21 +17,6 @@ from precall.errors import PrecallError
 
 app = typer.Typer(no_args_is_help=True, help="List, schedule, reschedule and cancel calls.")
 
-LIST_SQL = """
-SELECT c.id, c.user_id, c.scheduled_at,
-       to_char(c.scheduled_at AT TIME ZONE u.timezone, 'YYYY-MM-DD HH24:MI') || ' ' || u.timezone AS local_time,
-       c.status, c.topic,
-       (SELECT n.type || ' ' || n.status FROM notification_logs n WHERE n.call_id = c.id
-        ORDER BY n.created_at DESC LIMIT 1) AS preview
-FROM scheduled_calls c JOIN users u ON u.id = c.user_id
-WHERE (%(id)s::uuid IS NULL OR c.id = %(id)s)
-  AND (%(user)s::uuid IS NULL OR c.user_id = %(user)s)
-  AND (%(status)s::text IS NULL OR c.status = %(status)s)
-  AND (%(since)s::timestamptz IS NULL OR c.scheduled_at >= %(since)s)
-  AND (%(until)s::timestamptz IS NULL OR c.scheduled_at < %(until)s)
-ORDER BY c.scheduled_at
-LIMIT %(limit)s
-"""
 COLUMNS = ["id", "user_id", "scheduled_at", "local_time", "status", "topic", "preview"]
 STATUSES = ("pending", "in_progress", "answered", "no_answer", "cancelled", "failed")
 
@@ -46,16 +32,14 @@ def _instant(conn: psycopg.Connection, user_id: object, when: datetime) -> datet
     """A time with an offset is taken as is; without one, it is the user's local wall-clock time."""
     if when.tzinfo is not None:
         return when
-    row = conn.execute("SELECT precall.local_call_time(%s, %s)", (user_id, when)).fetchone()
-    if row is None or row[0] is None:
+    at = store.local_call_time(conn, user_id, when)
+    if at is None:
         raise PrecallError(f"no user with id {user_id}")
-    return row[0]
+    return at
 
 
-def _show(conn: psycopg.Connection, call_id: object) -> None:
-    rows = conn.cursor(row_factory=dict_row).execute(
-        LIST_SQL, {"id": call_id, "user": None, "status": None, "since": None, "until": None, "limit": 1}).fetchall()
-    emit(rows, COLUMNS, False)
+def _show(conn: psycopg.Connection, call_id: uuid.UUID) -> None:
+    emit(store.list_calls(conn, id=call_id, limit=1), COLUMNS, False)
 
 
 @app.command("list")
@@ -73,10 +57,9 @@ def list_cmd(
     """
     if status is not None and status not in STATUSES:
         raise PrecallError(f"--status must be one of {', '.join(STATUSES)}")
-    params = {"id": None, "user": parse_uuid(user, "user id") if user else None, "status": status,
-              "since": _utc(since), "until": _utc(until), "limit": limit}
+    uid = parse_uuid(user, "user id") if user else None
     with psycopg.connect(database_url(), autocommit=True) as conn:
-        rows = conn.cursor(row_factory=dict_row).execute(LIST_SQL, params).fetchall()
+        rows = store.list_calls(conn, user=uid, status=status, since=_utc(since), until=_utc(until), limit=limit)
     emit(rows, COLUMNS, as_json)
 
 
@@ -100,24 +83,24 @@ def schedule_cmd(
     uid = parse_uuid(user_id, "user id")
     with psycopg.connect(database_url(), autocommit=True) as conn:
         at = _instant(conn, uid, _when(when))
-        row = conn.execute("INSERT INTO scheduled_calls (user_id, scheduled_at, topic) VALUES (%s, %s, %s) RETURNING id",
-                           (uid, at, topic)).fetchone()
-        assert row is not None
-        _show(conn, row[0])
+        _show(conn, store.schedule_call(conn, uid, at, topic))
 
 
-def _update(call_id: str, sql: str, params: dict[str, object], verb: str) -> None:
+def _update(call_id: str, when: datetime | None, verb: str) -> None:
+    """Reschedules (with `when`) or cancels a pending call."""
     cid = parse_uuid(call_id, "call id")
     with psycopg.connect(database_url(), autocommit=True) as conn:
-        current = conn.execute("SELECT status, user_id FROM scheduled_calls WHERE id = %s", (cid,)).fetchone()
+        current = store.call_state(conn, cid)
         if current is None:
             raise PrecallError(f"no call with id {cid}")
-        if current[0] != "pending":
-            raise PrecallError(f"call {cid} is {current[0]}: only a pending call can be {verb}")
-        if "when" in params:
-            params["when"] = _instant(conn, current[1], params["when"])  # type: ignore[arg-type]
+        status, user_id = current
+        if status != "pending":
+            raise PrecallError(f"call {cid} is {status}: only a pending call can be {verb}")
         # The scheduled_calls triggers re-plan or cancel the unsent previews, as for a DBA's UPDATE.
-        conn.execute(sql, {**params, "id": cid})
+        if when is not None:
+            store.reschedule_call(conn, cid, _instant(conn, user_id, when))
+        else:
+            store.cancel_call(conn, cid)
         _show(conn, cid)
 
 
@@ -130,8 +113,7 @@ def reschedule_cmd(
 
     Example: precall calls reschedule 9b1d7c1e-0f4a-4d8e-8a51-6b1f9e2c3d40 "2026-11-26 08:30"
     """
-    _update(call_id, "UPDATE scheduled_calls SET scheduled_at = %(when)s WHERE id = %(id)s AND status = 'pending'",
-            {"when": _when(when)}, "rescheduled")
+    _update(call_id, _when(when), "rescheduled")
 
 
 @app.command("cancel")
@@ -140,5 +122,4 @@ def cancel_cmd(call_id: str = typer.Argument(..., help="The call's id.")) -> Non
 
     Example: precall calls cancel 9b1d7c1e-0f4a-4d8e-8a51-6b1f9e2c3d40
     """
-    _update(call_id, "UPDATE scheduled_calls SET status = 'cancelled' WHERE id = %(id)s AND status = 'pending'",
-            {}, "cancelled")
+    _update(call_id, None, "cancelled")

@@ -6,16 +6,14 @@ from typing import Optional
 
 import psycopg
 import typer
-from psycopg.rows import dict_row
 
+from precall.cli import store
 from precall.cli.output import JSON_HELP, emit, to_json
 from precall import config as settings
 from precall.config import RATE_VARIABLES, database_url
 from precall.errors import PrecallError
 
 ENV_RATE = RATE_VARIABLES
-ALIVE_SQL = ("SELECT count(*) FROM precall.dispatchers"
-             " WHERE stopped_at IS NULL AND heartbeat_at > now() - interval '45 seconds'")
 
 
 def total_rate(conn: psycopg.Connection, channel: str) -> tuple[float, str] | None:
@@ -24,8 +22,7 @@ def total_rate(conn: psycopg.Connection, channel: str) -> tuple[float, str] | No
     if configured is None:
         return None
     per_process, name = configured
-    row = conn.execute(ALIVE_SQL).fetchone()
-    alive = max(1, int(row[0]) if row else 1)
+    alive = max(1, store.live_dispatchers(conn))
     return per_process * alive, f"{name}={per_process:g} x {alive} live dispatcher(s)"
 
 
@@ -51,11 +48,9 @@ def capacity_cmd(
             if configured is None:
                 raise PrecallError(f"give --rate, or set {ENV_RATE[channel]} (per dispatcher process)")
             rate, how = configured
-        queued = conn.execute("SELECT count(*), min(send_at), max(send_at) FROM notification_logs"
-                              " WHERE status = 'queued' AND channel = %s", (channel,)).fetchone()
-        risk = conn.cursor(row_factory=dict_row).execute(
-            "SELECT * FROM precall.previews_at_risk(%s::numeric, %s)", (rate, channel)).fetchall()
-    summary = {"channel": channel, "rate_per_s": rate, "rate_from": how, "queued": queued[0] if queued else 0,
+        queued = store.queued_on_channel(conn, channel)
+        risk = store.previews_at_risk(conn, rate, channel)
+    summary = {"channel": channel, "rate_per_s": rate, "rate_from": how, "queued": queued,
                "at_risk": len(risk), "at_risk_previews": risk[:limit]}
     if as_json:
         print(to_json(summary))

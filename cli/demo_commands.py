@@ -9,6 +9,7 @@ import signal
 import psycopg
 import typer
 
+from precall.cli import store
 from precall import localdb
 from precall.sql import cron, migrate
 from precall import logs
@@ -74,43 +75,22 @@ DEMO_USERS = [
 def seed(dsn: str) -> int:
     """Inserts the demo coaches, users and calls a few minutes out; returns calls created."""
     with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
-        coaches: dict[str, str] = {}
-        for name in {u[9] for u in DEMO_USERS}:
-            row = conn.execute("INSERT INTO coach_personas (name) VALUES (%s) RETURNING id", (name,)).fetchone()
-            assert row is not None
-            coaches[name] = str(row[0])
+        coaches = {name: store.demo_coach(conn, name) for name in sorted({u[9] for u in DEMO_USERS})}
         for phone, locale, tz, streak, token, platform, push, pref, lead, coach, topic, seconds in DEMO_USERS:
-            row = conn.execute(
-                "INSERT INTO users (phone_number, locale, timezone, current_streak, fcm_token, platform, push_enabled,"
-                " notification_pref, notification_lead_min, coach_persona_id)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-                (phone, locale, tz, streak, token, platform, push, pref, lead, coaches[coach]),
-            ).fetchone()
-            assert row is not None
-            conn.execute(
-                "INSERT INTO scheduled_calls (user_id, scheduled_at, topic)"
-                " VALUES (%s, date_trunc('second', now()) + make_interval(secs => %s), %s)",
-                (row[0], seconds, topic),
-            )
+            uid = store.demo_user(conn, phone=phone, locale=locale, tz=tz, streak=streak, token=token,
+                                  platform=platform, push=push, pref=pref, lead=lead, coach_id=coaches[coach])
+            store.demo_call(conn, uid, seconds, topic)
     return len(DEMO_USERS)
 
 
 def show(dsn: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT to_char(n.send_at, 'HH24:MI:SS'), to_char(c.scheduled_at, 'HH24:MI:SS'), n.type, n.status,"
-            " coalesce(round(extract(epoch FROM n.attempted_at - n.send_at) * 1000, 1)::text, '-'),"
-            " coalesce(n.reason, '') FROM notification_logs n JOIN scheduled_calls c ON c.id = n.call_id"
-            " ORDER BY n.send_at"
-        ).fetchall()
-        pending = conn.execute(
-            "SELECT count(*) FROM scheduled_calls c WHERE c.status = 'pending' AND NOT EXISTS"
-            " (SELECT 1 FROM notification_logs n WHERE n.call_id = c.id)"
-        ).fetchone()
+        rows = store.demo_previews(conn)
+        pending = store.demo_calls_not_planned(conn)
     typer.echo("send_at (UTC)  call at   type          status   late(ms)  reason")
     for send_at, call_at, type_, status, late, reason in rows:
         typer.echo(f"{send_at}       {call_at}  {type_:<13} {status:<8} {late:>8}  {reason}")
-    typer.echo(f"{pending[0] if pending else 0} more call(s) not yet in the window: pg_cron plans them each minute.")
+    typer.echo(f"{pending} more call(s) not yet in the window: pg_cron plans them each minute.")
 
 
 @app.command("seed")
@@ -177,12 +157,7 @@ async def _dispatch_until_done(dsn: str, max_seconds: float) -> None:
     deadline = loop.time() + max_seconds
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         while not stop.is_set() and loop.time() < deadline:
-            cur = await conn.execute(
-                "SELECT count(*) FROM notification_logs WHERE status IN ('queued', 'sending')"
-                " OR (SELECT count(*) FROM scheduled_calls c WHERE c.status = 'pending' AND c.scheduled_at > now()"
-                "     AND NOT EXISTS (SELECT 1 FROM notification_logs n WHERE n.call_id = c.id)) > 0")
-            row = await cur.fetchone()
-            if row and row[0] == 0:
+            if await store.demo_work_left(conn) == 0:
                 break
             await asyncio.sleep(1)
     stop.set()

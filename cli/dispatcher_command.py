@@ -25,6 +25,8 @@ def dispatcher_cmd(
     logs.configure(log_level or settings.log_level("INFO"), json_lines=not plain_logs)
     for name in settings.unknown_variables():
         logging.getLogger("precall.dispatcher").warning("%s is set but precall does not read it (a typo?)", name)
+    for line in settings.deprecated_variables():
+        logging.getLogger("precall.dispatcher").warning("%s", line)
     config = Config.from_env()
     dispatcher = Dispatcher(config)  # fails here, in one line, on missing credentials
     asyncio.run(_run(dispatcher))

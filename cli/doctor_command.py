@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import typer
 
+from precall.cli import store
 from precall.cli import capacity_command
 from precall.cli.output import to_json
 from precall.sql import cron, migrate
@@ -15,10 +16,8 @@ from precall import config as settings
 from precall.config import Config, database_url
 from precall.errors import PrecallError
 from precall.dispatcher.providers import factory
-from precall.dispatcher.service import HEARTBEAT_EVERY_S
 
 PLAN_RUN_MAX_AGE = timedelta(minutes=2)
-HEARTBEAT_MAX_AGE = timedelta(seconds=3 * HEARTBEAT_EVERY_S)
 OVERDUE_AFTER = timedelta(seconds=10)  # a preview this late means nobody is sending
 
 
@@ -65,46 +64,41 @@ def _cron(dsn: str, now: datetime) -> list[Finding]:
 
 
 def _dispatchers(conn: psycopg.Connection, now: datetime) -> list[Finding]:
-    rows = conn.execute("SELECT name, heartbeat_at, stopped_at FROM precall.dispatchers ORDER BY heartbeat_at DESC").fetchall()
-    alive = [r for r in rows if r[2] is None and now - r[1] <= HEARTBEAT_MAX_AGE]
+    rows = store.dispatcher_heartbeats(conn)
+    max_age = store.heartbeat_max_age(conn)
+    alive = [r for r in rows if r[2] is None and now - r[1] <= max_age]
     out: list[Finding] = []
     if alive:
         out.append(Finding("dispatchers", "ok", f"{len(alive)} alive: {', '.join(r[0] for r in alive)}"))
     else:
         last = f"last heartbeat from {rows[0][0]} at {rows[0][1]:%Y-%m-%d %H:%M:%S}Z" if rows else "none has ever run"
-        out.append(Finding("dispatchers", "fail", f"no dispatcher heartbeat in the last {HEARTBEAT_MAX_AGE.seconds}s ({last})"))
+        out.append(Finding("dispatchers", "fail", f"no dispatcher heartbeat in the last {max_age.seconds}s ({last})"))
     for name, beat, stopped in rows:
-        if stopped is None and HEARTBEAT_MAX_AGE < now - beat <= timedelta(hours=1):
+        if stopped is None and max_age < now - beat <= timedelta(hours=1):
             out.append(Finding("dispatchers", "warn", f"{name} went silent at {beat:%H:%M:%S}Z without a clean stop (crash?)"))
     return out
 
 
 def _queue(conn: psycopg.Connection) -> list[Finding]:
-    queued, overdue, oldest, stuck = conn.execute(
-        "SELECT count(*) FILTER (WHERE status = 'queued'),"
-        " count(*) FILTER (WHERE status = 'queued' AND send_at < now() - %(after)s),"
-        " extract(epoch FROM now() - min(send_at) FILTER (WHERE status = 'queued' AND send_at < now() - %(after)s)),"
-        " count(*) FILTER (WHERE status = 'sending' AND lease_expires_at < now())"
-        " FROM notification_logs WHERE status IN ('queued', 'sending')", {"after": OVERDUE_AFTER}).fetchone() or (0, 0, None, 0)
+    health = store.queue_health(conn, OVERDUE_AFTER)
+    queued, overdue, oldest, stuck = health.queued, health.overdue, health.oldest_overdue_s or 0.0, health.expired_leases
     out = [Finding("queue", "ok", f"{queued} preview(s) queued")]
     for channel in ("push", "sms"):
         configured = capacity_command.total_rate(conn, channel)
         if configured is None:
             continue
         rate, how = configured
-        risk = conn.execute("SELECT count(*), max(late_by) FROM precall.previews_at_risk(%s::numeric, %s)",
-                            (rate, channel)).fetchone()
-        if risk and risk[0]:
-            out.append(Finding("capacity", "fail", f"{risk[0]} {channel} preview(s) would miss their call's cut-off "
-                               f"at {how} (up to {risk[1]} late): precall capacity --channel {channel}"))
+        risk = store.previews_at_risk(conn, rate, channel)
+        if risk:
+            out.append(Finding("capacity", "fail", f"{len(risk)} {channel} preview(s) would miss their call's cut-off "
+                               f"at {how} (up to {max(r['late_by'] for r in risk)} late): "
+                               f"precall capacity --channel {channel}"))
     if overdue:
         out.append(Finding("queue", "fail", f"{overdue} preview(s) overdue, the oldest by {oldest:.0f}s: "
                            "is a dispatcher running?"))
     if stuck:
         out.append(Finding("queue", "fail", f"{stuck} preview(s) with an expired lease not yet taken over"))
-    expired, last = conn.execute(
-        "SELECT count(*), max(due_at) FROM precall.call_jobs"
-        " WHERE status = 'expired' AND due_at > now() - interval '24 hours'").fetchone() or (0, None)
+    expired, last = store.expired_calls(conn)
     if expired:
         out.append(Finding("calls", "warn", f"{expired} call(s) in the last 24 h expired unhanded (no dispatcher "
                            f"within precall.settings.call_grace of their time), the last due {last:%Y-%m-%d %H:%M:%S}Z"))

@@ -6,8 +6,8 @@ import uuid
 
 import psycopg
 import typer
-from psycopg.rows import dict_row
 
+from precall.cli import store
 from precall.cli.output import JSON_HELP, emit
 from precall.config import database_url
 from precall.errors import PrecallError
@@ -33,8 +33,7 @@ def history_cmd(
     """
     uid = parse_uuid(user_id, "user id")
     with psycopg.connect(database_url(), autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM users WHERE id = %s", (uid,)).fetchone() is None:
+        if not store.user_known(conn, uid):
             raise PrecallError(f"no user with id {uid}")
-        rows = conn.cursor(row_factory=dict_row).execute(
-            "SELECT * FROM precall.notification_history(%s, %s, 0)", (uid, limit)).fetchall()
+        rows = store.history(conn, uid, limit)
     emit(rows, COLUMNS, as_json, title=f"notifications of {uid}")

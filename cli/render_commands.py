@@ -9,6 +9,7 @@ from typing import Optional
 import psycopg
 import typer
 
+from precall.cli import store
 from precall.templates.catalog import TEMPLATE_KEYS, Catalog
 from precall.config import database_url
 from precall.errors import PrecallError
@@ -68,22 +69,15 @@ def render_cmd(
 def _from_database(user_id: str, call_id: str) -> MessageInput:
     with psycopg.connect(database_url(), autocommit=True) as conn:
         try:
-            row = conn.execute(
-                "SELECT p.name, u.current_streak, c.topic, u.locale,"
-                " extract(epoch FROM c.scheduled_at - now())::float8, u.notification_lead_min"
-                " FROM scheduled_calls c JOIN users u ON u.id = c.user_id"
-                " LEFT JOIN coach_personas p ON p.id = u.coach_persona_id"
-                " WHERE c.id = %s AND u.id = %s",
-                (call_id, user_id),
-            ).fetchone()
+            row = store.message_inputs(conn, user_id, call_id)
         except psycopg.errors.InvalidTextRepresentation:
             raise PrecallError("--user and --call must be uuids") from None
     if row is None:
         raise PrecallError(f"no call {call_id} for user {user_id}")
-    name, streak, topic, locale, seconds_left, lead = row
     # Before the preview time, show what the planned send will say (the user's lead).
-    minutes = lead if seconds_left >= lead * 60 else minutes_left(max(seconds_left, 0))
-    return MessageInput(name, streak, topic, locale, minutes)
+    lead = row.lead_min
+    minutes = lead if row.seconds_left >= lead * 60 else minutes_left(max(row.seconds_left, 0))
+    return MessageInput(row.coach_name, row.streak or 0, row.topic, row.locale, minutes)
 
 
 @templates_app.command("check")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 import asyncio
 import getpass
 import os
@@ -11,8 +12,8 @@ from typing import Any, Optional
 
 import psycopg
 import typer
-from psycopg.rows import class_row, dict_row
 
+from precall.cli import store
 from precall.cli.history_command import parse_uuid
 from precall.cli.output import emit, to_json
 from precall.dispatcher.channel import Path, Reachability, select_notification_path
@@ -23,7 +24,7 @@ from precall.errors import PrecallError
 from precall.templates.messages import MessageInput, minutes_left
 from precall.dispatcher.providers import factory
 from precall.templates.render import Renderer
-from precall.dispatcher.send_preview import ClaimedPreview, PreviewSender
+from precall.dispatcher.send_preview import PreviewSender
 
 RESULT_COLUMNS = ["type", "channel", "status", "sent_at", "provider_id", "reason", "id"]
 PATH_NAMES = {Path.PUSH: "push (path A)", Path.SMS: "SMS (path B)",
@@ -34,15 +35,12 @@ def _worker() -> str:
     return f"manual:{getpass.getuser()}@{socket.gethostname()}:{os.getpid()}"
 
 
-def _dry_run(call_id: object, channel: Optional[str], as_json: bool) -> None:
+def _dry_run(call_id: uuid.UUID, channel: Optional[str], as_json: bool) -> None:
     with psycopg.connect(database_url(), autocommit=True) as conn:
-        inp = conn.cursor(row_factory=dict_row).execute("SELECT * FROM precall.preview_inputs(%s)", (call_id,)).fetchone()
+        inp = store.preview_inputs(conn, call_id)
         if inp is None:
             raise PrecallError(f"no call with id {call_id}")
-        sent = conn.execute(
-            "SELECT sent_at, channel, type FROM notification_logs WHERE call_id = %s AND planned_for = %s"
-            " AND status IN ('sent', 'delivered', 'opened') ORDER BY sent_at DESC LIMIT 1",
-            (call_id, inp["scheduled_at"])).fetchone()
+        sent = store.last_sent_preview(conn, call_id, inp["scheduled_at"])
     reach = Reachability(inp["notification_pref"], inp["fcm_token"], inp["push_enabled"], inp["phone_number"],
                          inp["sms_opted_out"])
     path = select_notification_path(reach)
@@ -65,7 +63,7 @@ def _dry_run(call_id: object, channel: Optional[str], as_json: bool) -> None:
     typer.echo("dry run: nothing was sent or written")
 
 
-async def _send(config: Config, call_id: object, channel: Optional[str], force: bool) -> list[dict[str, Any]]:
+async def _send(config: Config, call_id: uuid.UUID, channel: Optional[str], force: bool) -> list[dict[str, Any]]:
     push, sms = factory.push_sender(config), factory.sms_sender(config)
     pool = Database(config.database_url, 1, 4, "precall-send")
     await pool.open()
@@ -74,18 +72,13 @@ async def _send(config: Config, call_id: object, channel: Optional[str], force: 
     worker = _worker()
     try:
         async with pool.connection() as conn:
-            cur = conn.cursor(row_factory=class_row(ClaimedPreview))
-            await cur.execute("SELECT * FROM precall.claim_manual_preview(%s, %s, %s, %s)",
-                              (call_id, worker, force, {"push": "preview_push", "sms": "preview_sms"}.get(channel or "")))
-            row = await cur.fetchone()
-        assert row is not None
+            row = await store.claim_manual_preview(conn, call_id, worker, force,
+                                                   {"push": "preview_push", "sms": "preview_sms"}.get(channel or ""))
         sender = PreviewSender(pool, push, sms, Renderer.from_env(), config, worker)
+        await sender.follow_policy()
         await sender.process(row, channel)
         async with pool.connection() as conn:
-            cur2 = conn.cursor(row_factory=dict_row)
-            await cur2.execute("SELECT * FROM notification_logs WHERE id = %s OR parent_id = %s ORDER BY created_at",
-                               (row.id, row.id))
-            return await cur2.fetchall()
+            return await store.notification_and_fallback(conn, row.id)
     finally:
         await push.close()
         await sms.close()

@@ -9,8 +9,8 @@ from typing import Any, Optional
 
 import psycopg
 import typer
-from psycopg.rows import dict_row
 
+from precall.cli import store
 from precall.cli.output import JSON_HELP, table, to_json
 from precall.config import database_url
 from precall.errors import PrecallError
@@ -65,8 +65,7 @@ def stats_cmd(
         raise PrecallError(f"--by must be one of {', '.join(GROUPS)}")
     start = parse_since(since, datetime.now(timezone.utc))
     with psycopg.connect(database_url(), autocommit=True) as conn:
-        rows = conn.cursor(row_factory=dict_row).execute(
-            "SELECT * FROM precall.kpis(%s, %s)", (start, by or "all")).fetchall()
+        rows = store.kpis(conn, start, by or "all")
     if as_json:
         print(to_json({"since": start, "by": by or "all", "kpis": rows}))
         return

@@ -1,4 +1,4 @@
-"""LISTEN precall_due on a dedicated autocommit connection; every notification is only a wake-up."""
+"""Listens on precall_due over a dedicated autocommit connection; every notification is only a wake-up."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import psycopg
 
-from precall import retry
+from precall import retry, sql
 
 log = logging.getLogger("precall.listener")
 
@@ -31,7 +31,7 @@ async def listen(dsn: str, on_wake: Callable[[], None], on_connected: Callable[[
             continue
         try:
             async with conn:
-                await conn.execute(f"LISTEN {CHANNEL}")
+                await conn.execute(sql.query("listen_due"))
                 backoff.reset()
                 on_connected()
                 while not stop.is_set():
@@ -40,7 +40,7 @@ async def listen(dsn: str, on_wake: Callable[[], None], on_connected: Callable[[
                         on_wake()
                         if stop.is_set():
                             break
-                    await conn.execute("SELECT 1")
+                    await conn.execute(sql.query("ping"))
         except psycopg.OperationalError as exc:
             log.warning("listener connection lost (%s); reconnecting", str(exc).strip().splitlines()[-1] if str(exc) else exc)
             on_wake()

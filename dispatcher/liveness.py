@@ -27,7 +27,7 @@ from datetime import timedelta
 
 import psycopg
 
-from precall import retry
+from precall import retry, sql
 
 log = logging.getLogger("precall.dispatcher")
 
@@ -100,8 +100,9 @@ class Liveness:
 
     async def _register(self, conn: psycopg.AsyncConnection) -> None:
         row = await (await conn.execute(
-            "SELECT precall.register_session(%s, %s, %s, %s)",
-            (self._worker, socket.gethostname(), os.getpid(), self._first))).fetchone()
+            sql.query("register_session"),
+            {"worker": self._worker, "hostname": socket.gethostname(), "pid": os.getpid(),
+             "new_process": self._first})).fetchone()
         self._first = False
         lease = row[0] if row else None
         if isinstance(lease, timedelta) and lease.total_seconds() > 0:
@@ -115,7 +116,7 @@ class Liveness:
         asked = list(self._held)
         if not asked:
             return
-        cur = await conn.execute("SELECT precall.renew_leases(%s, %s)", (self._worker, asked))
+        cur = await conn.execute(sql.query("renew_leases"), {"worker": self._worker, "ids": asked})
         kept = {r[0] for r in await cur.fetchall()}
         lost = [i for i in asked if i not in kept]
         for row_id in lost:

@@ -7,9 +7,10 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from precall import retry, sql
+from precall import retry
 from precall.dispatcher.db import Database
 from precall.dispatcher.channel import Path, Reachability, select_notification_path, valid_phone
 from precall.config import Config
@@ -22,12 +23,13 @@ from precall.dispatcher.providers.base import (
 )
 from precall.templates.render import RenderedPreview, Renderer
 from precall.templates.sms_pricing import estimate
-from precall.dispatcher.write_back import SentWriter, with_retry
+from precall.dispatcher.write_back import DatabaseOutcomes, OutcomeStore
 
 log = logging.getLogger("precall.dispatcher")
 
 # Below this, Twilio's ValidityPeriod would be meaningless and the SMS would land with the call.
 MIN_SMS_SECONDS = 5.0
+DEFAULT_FALLBACK_WAIT_S = 30.0  # precall.settings.fallback_wait's default, until the first read
 
 
 def utcnow() -> datetime:
@@ -68,35 +70,43 @@ class ClaimedPreview:
 
 
 class PreviewSender:
-    def __init__(self, pool: Database, push: PushSender, sms: SmsSender, renderer: Renderer,
+    """Sends claimed previews. Its ports: the providers (push, sms), the outcome store (the
+    database unless `outcomes` is given), the clock and the sleep (tests inject both)."""
+
+    def __init__(self, pool: Database | None, push: PushSender, sms: SmsSender, renderer: Renderer,
                  config: Config, worker: str, metrics: Metrics | None = None,
-                 liveness: Liveness | None = None) -> None:
+                 liveness: Liveness | None = None, *, outcomes: OutcomeStore | None = None,
+                 clock: Callable[[], datetime] = utcnow,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self._liveness = liveness  # None: a one-off sender (`precall send`), its lease is the guard
         self._metrics = metrics or Metrics()
         self._push_pacer = Pacer(config.fcm_rate_per_s)
         self.backing_off = 0  # tasks sleeping between retries (they do not count as in flight)
         self._sms_pacer = Pacer(config.twilio_rate_per_s)
-        self._pool = pool
-        self._sent_writer = SentWriter(pool)
+        if outcomes is None:
+            assert pool is not None, "a PreviewSender writes to the database unless given an outcome store"
+            outcomes = DatabaseOutcomes(pool)
+        self._outcomes = outcomes
+        self._now = clock
+        self._sleep = sleep
         self._push = push
         self._sms = sms
         self._renderer = renderer
         self._config = config
         self._worker = worker
+        # precall.settings.fallback_wait, re-read by follow_policy(); the deprecated
+        # PRECALL_FALLBACK_WAIT_S wins when set.
+        self.fallback_wait_s = config.fallback_wait_s or DEFAULT_FALLBACK_WAIT_S
+
+    async def follow_policy(self) -> None:
+        """Reads the fleet's schedule policy from precall.settings."""
+        if self._config.fallback_wait_s is not None:
+            return
+        wait = await self._outcomes.fallback_wait_s()
+        if wait is not None:
+            self.fallback_wait_s = wait
 
     # -- database writes ------------------------------------------------------------------------
-
-    async def _exec(self, name: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-        async with self._pool.connection() as conn:
-            cur = await conn.execute(sql.query(name), params)
-            return await cur.fetchall() if cur.description else []
-
-    async def _record(self, name: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-        """Every write after a provider answered goes through here: retried while the database is
-        away, so an outcome the provider gave is never lost to a restart."""
-        ids = {k: str(params[k]) for k in ("id", "call_id", "user_id") if params.get(k) is not None}
-        return await with_retry(lambda: self._exec(name, params), f"write-back ({name})",
-                                ids={("notification_id" if k == "id" else k): v for k, v in ids.items()})
 
     async def _unsent(self, nid: uuid.UUID, status: str, reason: str, *, type_: str | None = None,
                       channel: str | None = None, title: str | None = None, body: str | None = None,
@@ -105,12 +115,11 @@ class PreviewSender:
         """Records a preview that was not sent. With fallback_reason, the fallback SMS row is created
         in the same statement (leased to us) and its id returned."""
         self._metrics.sends.labels(channel or "none", type_ or "unknown", status).inc()
-        rows = await self._record("record_unsent", {
+        return await self._outcomes.unsent({
             "id": nid, "worker": self._worker, "status": status, "type": type_, "channel": channel,
             "title": title, "body": body, "reason": reason, "error_msg": error_msg, "attempted_at": attempted_at,
             "fallback_reason": fallback_reason,
         })
-        return rows[0][0] if rows and rows[0][0] is not None else None
 
     async def _still_ours(self, nid: uuid.UUID, row: ClaimedPreview) -> bool:
         """Checked right before a provider call: a row taken over meanwhile is not sent from here."""
@@ -132,9 +141,9 @@ class PreviewSender:
         self._metrics.sends.labels(channel, type_, "sent").inc()
         if type_ == "fallback_sms":
             self._metrics.fallbacks_fired.inc()
-        await self._sent_writer.record({
+        await self._outcomes.sent({
             "id": nid, "worker": self._worker, "type": type_, "channel": channel, "title": title, "body": body,
-            "provider_id": provider_id, "reason": reason, "attempted_at": attempted_at, "sent_at": utcnow(),
+            "provider_id": provider_id, "reason": reason, "attempted_at": attempted_at, "sent_at": self._now(),
             "sms_encoding": sms_encoding, "sms_segments": sms_segments,
             "cost": cost[0] if cost else None, "currency": cost[1] if cost else None,
             "fallback_at": fallback_at,
@@ -194,7 +203,7 @@ class PreviewSender:
 
     async def _send_push(self, row: ClaimedPreview, with_fallback: bool) -> None:
         assert row.fcm_token is not None
-        minutes = minutes_left((row.scheduled_at - utcnow()).total_seconds())
+        minutes = minutes_left((row.scheduled_at - self._now()).total_seconds())
         rendered = self._render(row, minutes)
         title, body = rendered.push.title, rendered.push.body
         request = PushRequest(
@@ -207,12 +216,12 @@ class PreviewSender:
         await self._push_pacer.wait()  # a configured FCM rate limit: the wait counts as lateness
         if not await self._still_ours(row.id, row):
             return
-        attempted_at = utcnow()
+        attempted_at = self._now()
         self._metrics.lateness.observe(max(0.0, (attempted_at - row.send_at).total_seconds()))
         # Retries stop at the call, or for Path C when its SMS would have gone out anyway.
         give_up_at = row.scheduled_at
         if with_fallback and row.reach.phone:
-            give_up_at = min(give_up_at, attempted_at + timedelta(seconds=self._config.fallback_wait_s))
+            give_up_at = min(give_up_at, attempted_at + timedelta(seconds=self.fallback_wait_s))
         backoff = retry.FCM_TRANSIENT.attempts()
         first = True
         while True:
@@ -222,7 +231,7 @@ class PreviewSender:
                     if not await self._still_ours(row.id, row):
                         return
                 first = False
-                remaining = (give_up_at - utcnow()).total_seconds()
+                remaining = (give_up_at - self._now()).total_seconds()
                 with self._metrics.timed("fcm"):
                     accepted = await self._push.send(request, timeout=max(0.1, min(self._config.fcm_timeout_s, remaining)))
             except DeadToken as exc:
@@ -231,19 +240,19 @@ class PreviewSender:
             except Transient as exc:
                 # A timeout is ambiguous (FCM may have accepted it): a retry can deliver twice, but
                 # the shared collapse key (the call id) makes the device show one notification.
-                if (give_up_at - utcnow()).total_seconds() < backoff.upcoming + 1:
+                if (give_up_at - self._now()).total_seconds() < backoff.upcoming + 1:
                     await self._failed_push(row, f"fcm_unavailable: {exc.code}, gave up before the deadline", exc,
                                             common, attempted_at, f"push failed ({exc.code})" if with_fallback else None)
                     return
                 delay = backoff.next_delay()
                 log.info("transient FCM error %s, retrying in %.1fs", exc.code, delay, extra=row.ids())
                 if self._liveness is None:  # a dispatcher's liveness connection renews every lease it holds
-                    await self._exec("renew_lease", {"id": row.id, "worker": self._worker})
+                    await self._outcomes.renew_lease(row.id, self._worker)
                 # Backing off is not sending: the dispatcher claims other previews meanwhile
                 # (a provider outage must not stall the previews due after it).
                 self.backing_off += 1
                 try:
-                    await asyncio.sleep(delay)
+                    await self._sleep(delay)
                 finally:
                     self.backing_off -= 1
                 continue
@@ -253,14 +262,14 @@ class PreviewSender:
                 return
             break
         # Path C: the fallback SMS is planned by the same statement that records the send.
-        fallback_at = (utcnow() + timedelta(seconds=self._config.fallback_wait_s)
+        fallback_at = (self._now() + timedelta(seconds=self.fallback_wait_s)
                        if with_fallback and row.reach.phone else None)
         await self._sent(row.id, provider_id=accepted.provider_id, attempted_at=attempted_at,
                          reason="; ".join(rendered.resolved.notes) or None, fallback_at=fallback_at, **common)
         log.info("push sent", extra={**row.ids(), "lateness_ms": round((attempted_at - row.send_at).total_seconds() * 1000, 1)})
 
     async def _dead_token(self, row: ClaimedPreview, exc: DeadToken, common: dict[str, Any], attempted_at: datetime) -> None:
-        await self._record("disable_push", {"user_id": row.user_id, "token": row.fcm_token})
+        await self._outcomes.disable_push(row.user_id, row.fcm_token)
         await self._failed_push(row, f"token_dead: {exc.code}; push_enabled set to false", exc, common,
                                 attempted_at, f"push token dead ({exc.code})")
 
@@ -297,7 +306,7 @@ class PreviewSender:
         await self._sms_pacer.wait()  # a configured Twilio rate limit: the text says the minutes left after it
         if not await self._still_ours(nid, row):
             return
-        remaining = (row.scheduled_at - utcnow()).total_seconds()
+        remaining = (row.scheduled_at - self._now()).total_seconds()
         if remaining < MIN_SMS_SECONDS:
             await self._unsent(nid, "skipped", f"too_late_for_sms: {remaining:.1f}s before the call",
                                type_=type_, channel="sms")
@@ -305,14 +314,14 @@ class PreviewSender:
         rendered = self._render(row, minutes_left(remaining))
         sms = rendered.sms
         cost = estimate(phone, sms.segments, self._config.sms_prices)
-        attempted_at = utcnow()
+        attempted_at = self._now()
         self._metrics.lateness.observe(max(0.0, (attempted_at - row.send_at).total_seconds()))
         try:
             with self._metrics.timed("twilio"):
                 accepted = await self._sms.send(SmsRequest(phone, sms.text, row.scheduled_at),
                                                 timeout=self._config.twilio_timeout_s)
         except SmsOptedOut as exc:
-            await self._record("opt_out_sms", {"user_id": row.user_id, "phone": phone})
+            await self._outcomes.opt_out_sms(row.user_id, phone)
             await self._unsent(nid, "failed", f"twilio_error: {exc.code} (replied STOP); sms_opted_out set",
                                type_=type_, channel="sms", body=sms.text, error_msg=exc.message, attempted_at=attempted_at)
             return

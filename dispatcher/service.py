@@ -154,7 +154,7 @@ class Dispatcher:
                     call_in = 0.0
         claimed = 0
         if preview_in is not None and preview_in <= 0:
-            claimed += await self._claim(pool, "claim_due_previews", ClaimedPreview, sender.process, stop)
+            claimed += await self._claim(pool, "claim_due_previews_v2", ClaimedPreview, sender.process, stop)
         if call_in is not None and call_in <= 0:
             claimed += await self._claim(pool, "claim_due_calls", DueCall, calls.fire, stop)
         upcoming = [s for s in (preview_in, call_in) if s is not None]
@@ -209,6 +209,8 @@ class Dispatcher:
         async with pool.connection() as conn:
             await conn.execute(sql.query("heartbeat"), {"name": self.worker, "hostname": socket.gethostname(),
                                                          "pid": os.getpid(), "stopped": stopped})
+        if self._sender is not None and not stopped:
+            await self._sender.follow_policy()
 
     async def _refresh_metrics(self, pool: Database) -> None:
         now = time.monotonic()

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import psycopg
 import psycopg.errors
@@ -70,7 +71,7 @@ def _settle(batch: list[tuple[dict[str, Any], asyncio.Future[None]]], exc: BaseE
 
 
 class SentWriter:
-    """Batches `record_sent_batch` (queries.sql); `record()` returns once this row is written."""
+    """Batches `record_sent_batch` (sql/queries/dispatcher.sql); `record()` returns once this row is written."""
 
     def __init__(self, pool: Database) -> None:
         self._pool = pool
@@ -125,3 +126,61 @@ class SentWriter:
         payload = json.dumps(rows, default=str)
         async with self._pool.connection() as conn:
             await conn.execute(sql.query("record_sent_batch"), {"rows": payload})
+
+
+class OutcomeStore(Protocol):
+    """Where a sender's outcomes go (the port): PostgreSQL in production (DatabaseOutcomes), a
+    list in the unit tests of PreviewSender."""
+
+    async def sent(self, row: dict[str, Any]) -> None:
+        """A send the provider accepted (one object of precall.record_sent_batch's JSON)."""
+
+    async def unsent(self, params: dict[str, Any]) -> uuid.UUID | None:
+        """A preview that will not be sent (precall.record_unsent); the fallback SMS row's id when one is created."""
+
+    async def disable_push(self, user_id: uuid.UUID, token: str | None) -> None: ...
+
+    async def opt_out_sms(self, user_id: uuid.UUID, phone: str) -> None: ...
+
+    async def renew_lease(self, notification_id: uuid.UUID, worker: str) -> None: ...
+
+    async def fallback_wait_s(self) -> float | None:
+        """precall.settings.fallback_wait, in seconds."""
+
+
+class DatabaseOutcomes:
+    """The outcome store in PostgreSQL: sends batched (SentWriter), every other write retried while
+    the database is away, so an outcome the provider gave is never lost to a restart."""
+
+    def __init__(self, pool: Database) -> None:
+        self._pool = pool
+        self._sent = SentWriter(pool)
+
+    async def _exec(self, name: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(sql.query(name), params)
+            return await cur.fetchall() if cur.description else []
+
+    async def _record(self, name: str, params: dict[str, Any], **ids: object) -> list[tuple[Any, ...]]:
+        return await with_retry(lambda: self._exec(name, params), f"write-back ({name})",
+                                ids={k: str(v) for k, v in ids.items() if v is not None})
+
+    async def sent(self, row: dict[str, Any]) -> None:
+        await self._sent.record(row)
+
+    async def unsent(self, params: dict[str, Any]) -> uuid.UUID | None:
+        rows = await self._record("record_unsent", params, notification_id=params.get("id"))
+        return rows[0][0] if rows and rows[0][0] is not None else None
+
+    async def disable_push(self, user_id: uuid.UUID, token: str | None) -> None:
+        await self._record("disable_push", {"user_id": user_id, "token": token}, user_id=user_id)
+
+    async def opt_out_sms(self, user_id: uuid.UUID, phone: str) -> None:
+        await self._record("opt_out_sms", {"user_id": user_id, "phone": phone}, user_id=user_id)
+
+    async def renew_lease(self, notification_id: uuid.UUID, worker: str) -> None:
+        await self._exec("renew_lease", {"id": notification_id, "worker": worker})
+
+    async def fallback_wait_s(self) -> float | None:
+        rows = await self._exec("schedule_policy", {})
+        return float(rows[0][0]) if rows else None

@@ -113,7 +113,7 @@ class Config:
     pool_max: int = 10
     statement_timeout_ms: int = 5000
     lock_timeout_ms: int = 2000
-    fallback_wait_s: float = 30.0
+    fallback_wait_s: float | None = None  # deprecated: precall.settings.fallback_wait
     call_webhook_url: str | None = None
     webhook_secret: str | None = None
     worker_name: str | None = None
@@ -150,7 +150,7 @@ class Config:
             pool_max=int(_number(env, "PRECALL_DB_POOL_MAX", 10, 1, 500)),
             statement_timeout_ms=statement_timeout_ms(env),
             lock_timeout_ms=lock_timeout_ms(env),
-            fallback_wait_s=_number(env, "PRECALL_FALLBACK_WAIT_S", 30.0, 1, 600),
+            fallback_wait_s=_number(env, "PRECALL_FALLBACK_WAIT_S", 0, 1, 600) if env.get("PRECALL_FALLBACK_WAIT_S") else None,
             call_webhook_url=env.get("PRECALL_CALL_WEBHOOK_URL") or None,
             webhook_secret=env.get("PRECALL_WEBHOOK_SECRET") or None,
             worker_name=env.get("PRECALL_WORKER_NAME") or None,
@@ -319,6 +319,19 @@ KNOWN_VARIABLES = frozenset({
     "PRECALL_API_MAX_BODY_BYTES", "PRECALL_API_READ_TIMEOUT_S", "PRECALL_API_HOST", "PRECALL_API_PORT",
     "PRECALL_LOG_LEVEL", "PRECALL_FR_TYPOGRAPHY", "PRECALL_STATE_DIR", "PRECALL_TEST_DATABASE_URL",
 })
+
+
+# Variables still honoured that moved elsewhere: what to do instead.
+DEPRECATED_VARIABLES = {
+    "PRECALL_FALLBACK_WAIT_S": "the fallback wait is fleet policy now: UPDATE precall.settings SET fallback_wait = "
+                               "'30 seconds' (this process still uses the variable while it is set)",
+}
+
+
+def deprecated_variables(env: Mapping[str, str] | None = None) -> list[str]:
+    """One warning line per deprecated variable that is set."""
+    e = _env(env)
+    return [f"{name} is deprecated: {advice}" for name, advice in DEPRECATED_VARIABLES.items() if e.get(name)]
 
 
 def unknown_variables(env: Mapping[str, str] | None = None) -> list[str]:

@@ -1,5 +1,6 @@
 """precall's SQL: numbered migrations, the repeatable definitions of functions, views and
-triggers (sql/functions/), and named queries, loaded as package resources."""
+triggers (sql/functions/), and the named statements Python sends (sql/queries/, one file per
+caller: dispatcher, api, cli, tooling), loaded as package resources."""
 
 from __future__ import annotations
 
@@ -78,11 +79,27 @@ def script(name: str) -> LiteralString:
 
 @cache
 def _queries() -> dict[str, str]:
-    text = resources.files(__name__).joinpath("queries.sql").read_text(encoding="utf-8")
-    parts = _QUERY_HEADER.split(text)
-    return {parts[i]: parts[i + 1].strip() for i in range(1, len(parts), 2)}
+    found: dict[str, str] = {}
+    for entry in sorted(resources.files(__name__).joinpath("queries").iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".sql"):
+            continue
+        parts = _QUERY_HEADER.split(entry.read_text(encoding="utf-8"))
+        for i in range(1, len(parts), 2):
+            if parts[i] in found:
+                raise ValueError(f"query {parts[i]!r} is named twice (sql/queries/{entry.name})")
+            # The comment lines above a statement document it; the server gets the statement alone
+            # (pg_cron stores it as the job's command, pg_stat_activity shows it).
+            lines = parts[i + 1].strip().splitlines()
+            while lines and lines[0].startswith("--"):
+                lines.pop(0)
+            found[parts[i]] = "\n".join(lines).strip()
+    return found
+
+
+def query_names() -> list[str]:
+    return sorted(_queries())
 
 
 def query(name: str) -> LiteralString:
-    """A named block of sql/queries.sql (`-- name --` header)."""
+    """A named statement of sql/queries/<caller>.sql (each starts with a `-- name --` header)."""
     return cast(LiteralString, _queries()[name])

@@ -13,11 +13,11 @@ from precall.errors import CronUnavailable
 
 PLAN_SCHEDULE = "* * * * *"
 PURGE_SCHEDULE = "17 3 * * *"
-PLAN_COMMAND = "SELECT precall.plan_due_previews()"
-PURGE_COMMAND = "SELECT precall.purge_cron_history()"
 PRUNE_SCHEDULE = "41 3 * * *"
-# A procedure: it commits between batches of deletes (see 0006_operator.sql).
-PRUNE_COMMAND = "CALL precall.prune_notification_logs()"
+# What each job runs (sql/queries/tooling.sql).
+PLAN_COMMAND = sql.query("job_plan_due_previews")
+PURGE_COMMAND = sql.query("job_purge_cron_history")
+PRUNE_COMMAND = sql.query("job_prune_notification_logs")
 
 
 def plan_job_name(app_database: str) -> str:
@@ -48,12 +48,12 @@ class CronState:
 
 
 def _preloaded(conn: psycopg.Connection) -> bool:
-    row = conn.execute("SELECT current_setting('shared_preload_libraries')").fetchone()
+    row = conn.execute(sql.query("preload_libraries")).fetchone()
     return row is not None and "pg_cron" in [s.strip() for s in str(row[0]).split(",")]
 
 
 def _cron_database(conn: psycopg.Connection) -> str:
-    row = conn.execute("SELECT current_setting('cron.database_name', true)").fetchone()
+    row = conn.execute(sql.query("cron_database_name")).fetchone()
     return str(row[0]) if row and row[0] else "postgres"
 
 
@@ -73,7 +73,7 @@ def cron_dsn(app_dsn: str, configured: str | None) -> str:
 
 def _database_name(dsn: str) -> str:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        row = conn.execute("SELECT current_database()").fetchone()
+        row = conn.execute(sql.query("current_database")).fetchone()
         assert row is not None
         return str(row[0])
 
@@ -85,7 +85,7 @@ def _require_pg_cron(conn: psycopg.Connection) -> str:
             "shared_preload_libraries = 'pg_cron' to postgresql.conf and restart PostgreSQL, then run precall db cron-install"
         )
     cron_db = _cron_database(conn)
-    here = conn.execute("SELECT current_database()").fetchone()
+    here = conn.execute(sql.query("current_database")).fetchone()
     if here is None or here[0] != cron_db:
         raise CronUnavailable(
             f"pg_cron lives in database {cron_db!r} (cron.database_name), not {here[0] if here else '?'!r}: "
@@ -99,16 +99,18 @@ def install(app_dsn: str, cron_dsn_: str) -> CronState:
     app_db = _database_name(app_dsn)
     with psycopg.connect(cron_dsn_, autocommit=True) as conn:
         cron_db = _require_pg_cron(conn)
-        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
+        conn.execute(sql.query("create_pg_cron"))
         conn.execute(sql.script("cron_support.sql").encode())
         for name, schedule, command in ((plan_job_name(app_db), PLAN_SCHEDULE, PLAN_COMMAND),
                                         (prune_job_name(app_db), PRUNE_SCHEDULE, PRUNE_COMMAND)):
             if cron_db == app_db:
-                conn.execute("SELECT cron.schedule(%s, %s, %s)", (name, schedule, command))
+                conn.execute(sql.query("cron_schedule"), {"name": name, "schedule": schedule, "command": command})
             else:
-                conn.execute("SELECT cron.schedule_in_database(%s, %s, %s, %s)", (name, schedule, command, app_db))
+                conn.execute(sql.query("cron_schedule_in_database"),
+                             {"name": name, "schedule": schedule, "command": command, "database": app_db})
         # The history lives in the cron database: purge it there.
-        conn.execute("SELECT cron.schedule(%s, %s, %s)", (PURGE_JOB, PURGE_SCHEDULE, PURGE_COMMAND))
+        conn.execute(sql.query("cron_schedule"),
+                     {"name": PURGE_JOB, "schedule": PURGE_SCHEDULE, "command": PURGE_COMMAND})
     return state(app_dsn, cron_dsn_)
 
 
@@ -117,10 +119,7 @@ def uninstall(app_dsn: str, cron_dsn_: str) -> None:
     app_db = _database_name(app_dsn)
     with psycopg.connect(cron_dsn_, autocommit=True) as conn:
         _require_pg_cron(conn)
-        conn.execute(
-            "SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname IN (%s, %s)",
-            (plan_job_name(app_db), prune_job_name(app_db)),
-        )
+        conn.execute(sql.query("cron_unschedule"), {"names": [plan_job_name(app_db), prune_job_name(app_db)]})
 
 
 def state(app_dsn: str, cron_dsn_: str) -> CronState:
@@ -133,24 +132,13 @@ def state(app_dsn: str, cron_dsn_: str) -> CronState:
         if not _preloaded(conn):
             return CronState(False, None, app_db, False, False)
         cron_db = _cron_database(conn)
-        has_ext = conn.execute("SELECT to_regclass('cron.job') IS NOT NULL").fetchone()
+        has_ext = conn.execute(sql.query("has_cron_jobs")).fetchone()
         if not has_ext or not has_ext[0]:
             return CronState(True, cron_db, app_db, False, False)
         jobs: dict[str, bool] = dict(
-            conn.execute(
-                "SELECT jobname, active FROM cron.job WHERE jobname IN (%s, %s, %s)",
-                (plan_job_name(app_db), PURGE_JOB, prune_job_name(app_db)),
-            ).fetchall()
+            conn.execute(sql.query("cron_jobs"),
+                         {"names": [plan_job_name(app_db), PURGE_JOB, prune_job_name(app_db)]}).fetchall()
         )
-        last = conn.execute(
-            """SELECT d.status, d.end_time, d.return_message,
-                      (SELECT max(s.end_time) FROM cron.job_run_details s
-                       WHERE s.jobid = j.jobid AND s.status = 'succeeded')
-               FROM cron.job j LEFT JOIN LATERAL (
-                   SELECT * FROM cron.job_run_details r WHERE r.jobid = j.jobid AND r.end_time IS NOT NULL
-                   ORDER BY r.end_time DESC LIMIT 1) d ON true
-               WHERE j.jobname = %s""",
-            (plan_job_name(app_db),),
-        ).fetchone() or (None, None, None, None)
+        last = conn.execute(sql.query("cron_last_run"), {"name": plan_job_name(app_db)}).fetchone() or (None, None, None, None)
         return CronState(True, cron_db, app_db, bool(jobs.get(plan_job_name(app_db))), bool(jobs.get(PURGE_JOB)),
                          bool(jobs.get(prune_job_name(app_db))), *last)

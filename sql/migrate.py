@@ -16,25 +16,6 @@ import psycopg
 from precall import sql
 from precall.errors import MigrationError
 
-# One lock for every precall migrate on the cluster's database: concurrent runs queue up.
-_LOCK = "SELECT pg_advisory_lock(hashtextextended('precall.migrate', 0))"
-_UNLOCK = "SELECT pg_advisory_unlock(hashtextextended('precall.migrate', 0))"
-_LEDGER = """
-CREATE SCHEMA IF NOT EXISTS precall;
-CREATE TABLE IF NOT EXISTS precall.schema_migrations (
-    version integer PRIMARY KEY,
-    name text NOT NULL,
-    checksum text NOT NULL,
-    applied_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE TABLE IF NOT EXISTS precall.schema_repeatables (
-    name text PRIMARY KEY,
-    checksum text NOT NULL,
-    applied_at timestamptz NOT NULL DEFAULT now()
-);
-"""
-
-
 @dataclass(frozen=True)
 class MigrationState:
     applied: list[tuple[int, str, str]]  # version, name, applied_at
@@ -43,13 +24,10 @@ class MigrationState:
 
 
 def _applied(conn: psycopg.Connection) -> dict[int, tuple[str, str, str]]:
-    exists = conn.execute("SELECT to_regclass('precall.schema_migrations') IS NOT NULL").fetchone()
+    exists = conn.execute(sql.query("has_migration_ledger")).fetchone()
     if not exists or not exists[0]:
         return {}
-    rows = conn.execute(
-        "SELECT version, name, checksum, to_char(applied_at, 'YYYY-MM-DD HH24:MI:SS TZ') "
-        "FROM precall.schema_migrations ORDER BY version"
-    ).fetchall()
+    rows = conn.execute(sql.query("applied_migrations")).fetchall()
     return {v: (n, c, at) for v, n, c, at in rows}
 
 
@@ -69,10 +47,10 @@ def _check(applied: dict[int, tuple[str, str, str]], code: list[sql.Migration]) 
 
 
 def _stale(conn: psycopg.Connection) -> list[sql.Repeatable]:
-    exists = conn.execute("SELECT to_regclass('precall.schema_repeatables') IS NOT NULL").fetchone()
+    exists = conn.execute(sql.query("has_repeatables_ledger")).fetchone()
     recorded: dict[str, str] = {}
     if exists and exists[0]:
-        recorded = dict(conn.execute("SELECT name, checksum FROM precall.schema_repeatables").fetchall())
+        recorded = dict(conn.execute(sql.query("applied_repeatables")).fetchall())
     return [r for r in sql.repeatables() if recorded.get(r.name) != r.checksum]
 
 
@@ -90,17 +68,15 @@ def migrate(dsn: str) -> list[sql.Migration | sql.Repeatable]:
     code = sql.migrations()
     done: list[sql.Migration | sql.Repeatable] = []
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(_LOCK)
+        conn.execute(sql.query("migrate_lock"))
         try:
-            conn.execute(_LEDGER)
+            conn.execute(sql.query("migrate_ledger").encode())  # several statements: no params
             for migration in _check(_applied(conn), code):
                 try:
                     with conn.transaction():
                         conn.execute(migration.sql.encode())  # no params: runs as a script
-                        conn.execute(
-                            "INSERT INTO precall.schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
-                            (migration.version, migration.name, migration.checksum),
-                        )
+                        conn.execute(sql.query("record_migration"), {
+                            "version": migration.version, "name": migration.name, "checksum": migration.checksum})
                 except psycopg.Error as exc:
                     reason = exc.diag.message_primary or str(exc).splitlines()[0]
                     raise MigrationError(f"migration {migration.version:04d}_{migration.name}.sql failed: {reason}") from exc
@@ -108,18 +84,15 @@ def migrate(dsn: str) -> list[sql.Migration | sql.Repeatable]:
             for repeatable in _stale(conn):
                 try:
                     with conn.transaction():
-                        # As pg_dump: bodies are checked when they run, so files need no order.
-                        conn.execute("SET LOCAL check_function_bodies = off")
+                        conn.execute(sql.query("repeatable_session"))
                         conn.execute(repeatable.sql.encode())
-                        conn.execute(
-                            "INSERT INTO precall.schema_repeatables (name, checksum) VALUES (%s, %s)"
-                            " ON CONFLICT (name) DO UPDATE SET checksum = excluded.checksum, applied_at = now()",
-                            (repeatable.name, repeatable.checksum))
+                        conn.execute(sql.query("record_repeatable"),
+                                     {"name": repeatable.name, "checksum": repeatable.checksum})
                 except psycopg.Error as exc:
                     reason = exc.diag.message_primary or str(exc).splitlines()[0]
                     raise MigrationError(f"sql/{repeatable.label} failed: {reason}") from exc
                 done.append(repeatable)
         finally:
             if not conn.closed:
-                conn.execute(_UNLOCK)
+                conn.execute(sql.query("migrate_unlock"))
     return done

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from twilio.request_validator import RequestValidator
 
-from conftest import STATUS_CALLBACK_URL, precall_cli, user_token, wait_until
+from plugins.processes import STATUS_CALLBACK_URL, precall_cli, user_token, wait_until
 
 TOKEN = "fcm-" + "a" * 60
 SID = "SM" + "1" * 32
@@ -99,7 +99,7 @@ def test_rs256_and_es256_keys_with_audience_and_issuer(db, make, start_api) -> N
 
 def test_api_without_a_jwt_key_refuses_to_start_in_one_line(db) -> None:
 
-    from conftest import api_env
+    from plugins.processes import api_env
 
     env = api_env(db, PRECALL_JWT_SECRET="")
     out = precall_cli("api", env=env, timeout=30)

@@ -15,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from conftest import user_token
+from plugins.processes import user_token
 
 REGISTER = "/api/v1/notifications/register-device"
 TWILIO = "/api/v1/webhooks/twilio/status"

@@ -17,7 +17,8 @@ from twilio.request_validator import RequestValidator
 import httpx
 import psycopg
 
-from conftest import STATUS_CALLBACK_URL, ApiProcess, Factory, api_env, fresh_db, user_token
+from plugins.database import Factory, fresh_db
+from plugins.processes import STATUS_CALLBACK_URL, ApiProcess, api_env, user_token
 from precall.api.app import create_app
 from precall.config import ApiConfig
 

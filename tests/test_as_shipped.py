@@ -22,9 +22,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import wait_until
+from plugins.processes import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Builds and installs the wheel (seconds): the acceptance layer, not the unit layer.
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")

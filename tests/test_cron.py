@@ -11,7 +11,8 @@ from precall import localdb
 from precall.sql import cron, migrate
 from precall.errors import CronUnavailable
 
-from conftest import PgServer, dbname, precall_cli
+from plugins.database import PgServer, dbname
+from plugins.processes import precall_cli
 
 
 def _jobs(pg_server: PgServer) -> dict[str, tuple[str, str]]:

@@ -5,7 +5,7 @@ import time
 from datetime import timezone
 
 
-from conftest import precall_cli, wait_until
+from plugins.processes import precall_cli, wait_until
 
 
 def send_at(conn, call_id):

@@ -13,7 +13,7 @@ import hmac
 import psycopg
 import pytest
 
-from conftest import wait_until
+from plugins.processes import wait_until
 from precall.dispatcher.webhook_signature import verify
 
 

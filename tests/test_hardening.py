@@ -10,7 +10,7 @@ import psycopg
 import psycopg.errors
 import pytest
 
-from conftest import precall_cli, wait_until
+from plugins.processes import precall_cli, wait_until
 
 
 def status_of(conn, call_id: str) -> str:

@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from precall import sql
 
 
@@ -25,6 +27,7 @@ def test_migration_files_are_numbered_and_loadable() -> None:
         assert m.sql.strip()
 
 
+@pytest.mark.integration  # a child process or a local server: not the unit layer
 def test_console_script_runs() -> None:
     exe = shutil.which("precall", path=os.path.dirname(sys.executable))
     assert exe is not None

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import precall_cli
+from plugins.processes import precall_cli
 
 from precall.templates import gsm7
 from precall.templates.messages import MessageInput, coach_name, minutes_left, streak_emoji
@@ -187,12 +187,14 @@ def test_every_sms_fits_one_segment(name, streak, minutes, topic, locale) -> Non
     assert r.sms.text == r.sms.text.strip()
 
 
+@pytest.mark.integration  # a child process or a local server: not the unit layer
 def test_templates_check_passes_and_runs_in_make_test() -> None:
     out = precall_cli("templates", "check")
     assert out.returncode == 0, out.stderr
     assert "every SMS one segment" in out.stdout
 
 
+@pytest.mark.integration  # a child process or a local server: not the unit layer
 def test_render_cli_prints_fallbacks_not_tracebacks() -> None:
     out = precall_cli("render", "--locale", "xx", "--topic", "nope",
                       "--coach", "Max", "--streak", "12", "--lead", "5", "--channel", "sms")

@@ -7,7 +7,7 @@ import sys
 import psycopg
 import pytest
 
-from conftest import precall_cli
+from plugins.processes import precall_cli
 
 from precall import sql
 from precall.sql import migrate
@@ -77,6 +77,7 @@ def test_status_lists_applied_and_cron(db: str) -> None:
     assert "planning job: NOT scheduled" in out.stdout
 
 
+@pytest.mark.integration  # a child process or a local server: not the unit layer
 def test_unreachable_database_is_one_line() -> None:
     out = _precall("postgresql://nobody@127.0.0.1:1/none", "db", "migrate")
     assert out.returncode == 1
@@ -84,6 +85,7 @@ def test_unreachable_database_is_one_line() -> None:
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.integration  # a child process or a local server: not the unit layer
 def test_missing_database_url_is_one_line() -> None:
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     out = precall_cli("db", "status", env=env)

@@ -14,7 +14,7 @@ import psycopg
 import psycopg.rows
 import pytest
 
-from conftest import free_port, precall_cli, wait_until
+from plugins.processes import free_port, precall_cli, wait_until
 from precall.sql import cron
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-from conftest import precall_cli, wait_until
+from plugins.processes import precall_cli, wait_until
 
 
 def test_dispatcher_paces_fcm_sends_to_the_configured_rate(db, make, conn, fake_fcm, start_dispatcher) -> None:
@@ -14,7 +14,10 @@ def test_dispatcher_paces_fcm_sends_to_the_configured_rate(db, make, conn, fake_
     wait_until(lambda: len(fake_fcm.state.accepted()) == 10, timeout=20)
     times = sorted(r.at for r in fake_fcm.state.accepted())
     gaps = [b - a for a, b in zip(times, times[1:])]
-    assert min(gaps) >= 0.17, gaps  # 5/s: 200 ms apart, in one process
+    # 5/s: 200 ms apart, in one process. The pacer spaces the sends' start; the first request also
+    # fetches the OAuth token and opens the connection (~30-40 ms here), so it arrives later than
+    # its slot and the first gap is that much shorter.
+    assert min(gaps[1:]) >= 0.17 and gaps[0] >= 0.12, gaps
     assert times[-1] - times[0] >= 1.75
     lateness = conn.execute("SELECT max(extract(epoch FROM attempted_at - send_at)) FROM notification_logs").fetchone()
     assert lateness is not None and 1.7 <= lateness[0] < 3  # the wait is reported as lateness

@@ -1,3 +1,4 @@
+import pytest
 """Configuration: base URLs are settings, `log` is only an explicit choice, bad setup is one line."""
 
 import os
@@ -6,7 +7,7 @@ from pathlib import Path
 
 from firebase_admin import messaging
 
-from conftest import precall_cli
+from plugins.processes import precall_cli
 
 from precall.config import Config
 
@@ -24,6 +25,7 @@ def _dispatcher(env_overrides: dict[str, str]) -> subprocess.CompletedProcess[st
     return precall_cli("dispatcher", env=env, timeout=30)
 
 
+@pytest.mark.integration  # a child process or a local server: not the unit layer
 def test_fcm_without_credentials_refuses_to_start_in_one_line() -> None:
     out = _dispatcher({})
     assert out.returncode == 1
@@ -32,6 +34,7 @@ def test_fcm_without_credentials_refuses_to_start_in_one_line() -> None:
         "set PRECALL_PUSH_PROVIDER=log to run without push"]
 
 
+@pytest.mark.integration  # a child process or a local server: not the unit layer
 def test_twilio_without_credentials_refuses_to_start() -> None:
     out = _dispatcher({"PRECALL_PUSH_PROVIDER": "log"})
     assert out.returncode == 1
@@ -39,6 +42,7 @@ def test_twilio_without_credentials_refuses_to_start() -> None:
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.integration  # a child process or a local server: not the unit layer
 def test_unknown_provider_and_bad_numbers_are_one_line() -> None:
     out = _dispatcher({"PRECALL_PUSH_PROVIDER": "apns"})
     assert out.returncode == 1 and out.stderr.strip() == "precall: PRECALL_PUSH_PROVIDER='apns' is not one of fcm, log"
@@ -46,6 +50,7 @@ def test_unknown_provider_and_bad_numbers_are_one_line() -> None:
     assert out.returncode == 1 and "PRECALL_POLL_INTERVAL_S='soon' is not a number" in out.stderr
 
 
+@pytest.mark.integration  # a child process or a local server: not the unit layer
 def test_webhook_needs_a_secret() -> None:
     out = _dispatcher({"PRECALL_PUSH_PROVIDER": "log", "PRECALL_SMS_PROVIDER": "log",
                        "PRECALL_CALL_WEBHOOK_URL": "http://127.0.0.1:9/x"})
@@ -56,7 +61,7 @@ def test_defaults_are_the_real_providers() -> None:
     c = Config.from_env({"DATABASE_URL": "postgresql:///x"})
     assert (c.push_provider, c.sms_provider) == ("fcm", "twilio")
     assert c.fcm_base_url == "https://fcm.googleapis.com" and c.twilio_base_url == "https://api.twilio.com"
-    assert c.fallback_wait_s == 30
+    assert c.fallback_wait_s is None  # the database's precall.settings.fallback_wait, unless the deprecated variable is set
 
 
 def test_systemd_unit_runs_the_daemon_directly() -> None:
@@ -66,6 +71,7 @@ def test_systemd_unit_runs_the_daemon_directly() -> None:
     assert lines["ExecStart"].endswith("precall dispatcher") and "WatchdogSec" in lines and "EnvironmentFile" in lines
 
 
+@pytest.mark.integration  # a child process or a local server: not the unit layer
 def test_a_burst_of_fcm_503s_does_not_exhaust_the_connection_pool(fake_fcm, tmp_path) -> None:
     """firebase-admin's own 503 retry leaks a pooled connection per retried answer: 150 sends
     answered 503 used to leave the pool (100) exhausted, and every later send timed out."""
@@ -99,6 +105,7 @@ def test_a_burst_of_fcm_503s_does_not_exhaust_the_connection_pool(fake_fcm, tmp_
     assert len(fake_fcm.state.sent) == 170  # one request per send: no hidden SDK retries either
 
 
+@pytest.mark.integration  # a child process or a local server: not the unit layer
 def test_sixty_four_pushes_in_flight_reuse_their_connections(fake_fcm, tmp_path) -> None:
     """The SDK's one httpx pool keeps 20 idle connections and closes the rest (and walks every
     connection per request): with 64 in flight nearly every send reconnected. precall's lanes

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import psycopg
 
-from conftest import user_token, wait_until
+from plugins.processes import user_token, wait_until
 from precall import sql
 
 TOKEN_LEN = 40

@@ -1,9 +1,9 @@
 """Rolling upgrades keep their promise: while dispatchers of the previous release still run, every
-statement they send (that release's sql/queries.sql, kept in tests/fixtures/previous_release/)
+statement they send (that release's dispatcher queries, kept in tests/fixtures/previous_release/queries.sql)
 prepares against the newly migrated database and returns the columns it returned then
 (`class_row(ClaimedPreview)` refuses a result shape it does not know).
 
-When a release ships: copy its sql/queries.sql there and re-capture columns.json against that
+When a release ships: copy its sql/queries/dispatcher.sql there (as queries.sql) and re-capture columns.json against that
 release's schema (`capture()` below). A function whose signature or result shape must change gets
 a new, versioned name (`…_v2`); the old one stays until a later release drops it.
 """

@@ -1,7 +1,9 @@
--- Named queries used by the dispatcher. Each block starts with `-- name --`.
+-- The dispatcher's statements (dispatcher/), each reached by name through precall.sql.query().
+-- Each block starts with `-- name --`. A dispatcher of the previous release sends its own copy of
+-- this file's statements during a rolling upgrade (tests/test_rolling_upgrade.py).
 
--- claim_due_previews --
-SELECT * FROM precall.claim_due_previews(%(worker)s, %(limit)s, %(gone)s::text[])
+-- claim_due_previews_v2 --
+SELECT * FROM precall.claim_due_previews_v2(%(worker)s, %(limit)s, %(gone)s::text[])
 
 -- next_due --
 SELECT preview_in, call_in FROM precall.next_due()
@@ -23,6 +25,10 @@ SELECT pg_notify('precall_call_due', %(payload)s)
 
 -- heartbeat --
 SELECT precall.heartbeat(%(name)s, %(hostname)s, %(pid)s, %(stopped)s)
+
+-- schedule_policy --
+-- The fleet's policy a sender follows, re-read with every heartbeat (precall.settings).
+SELECT extract(epoch FROM fallback_wait)::float8 AS fallback_wait_s FROM precall.settings
 
 -- renew_lease --
 -- One row's lease, for a sender without a liveness connection (`precall send`).
@@ -55,3 +61,17 @@ SELECT
     (SELECT count(*) FROM notification_logs
      WHERE created_at > now() - interval '65 minutes' AND type = 'fallback_sms' AND status = 'cancelled'
        AND reason_code = 'receipt_arrived' AND updated_at > now() - interval '1 hour') AS avoided
+
+-- register_session --
+-- The liveness connection's session stands for the process (dispatcher/liveness.py).
+SELECT precall.register_session(%(worker)s, %(hostname)s, %(pid)s, %(new_process)s)
+
+-- renew_leases --
+SELECT precall.renew_leases(%(worker)s, %(ids)s::uuid[])
+
+-- listen_due --
+-- The wake-up channel planning NOTIFYs (dispatcher/listener.py).
+LISTEN precall_due
+
+-- ping --
+SELECT 1

@@ -1,0 +1,34 @@
+-- The HTTP API's statements (api/), reached through the typed functions of api/store.py.
+-- Each block starts with `-- name --`.
+
+-- session_limits --
+-- Every pooled connection's bounds (PRECALL_DB_STATEMENT_TIMEOUT_MS, PRECALL_DB_LOCK_TIMEOUT_MS).
+SELECT set_config('statement_timeout', %(statement_timeout)s, false),
+       set_config('lock_timeout', %(lock_timeout)s, false)
+
+-- user_exists --
+SELECT 1 FROM users WHERE id = %(user_id)s
+
+-- register_device --
+SELECT precall.register_device(%(user_id)s, %(fcm_token)s, %(platform)s, %(push_enabled)s)
+
+-- phone_on_file --
+SELECT phone_number FROM users WHERE id = %(user_id)s
+
+-- update_preferences --
+-- Unsent previews are re-planned by the users trigger (_500_replan_previews).
+UPDATE users SET notification_pref = coalesce(%(pref)s, notification_pref),
+                 notification_lead_min = coalesce(%(lead_min)s, notification_lead_min)
+WHERE id = %(user_id)s
+
+-- notification_history --
+SELECT * FROM precall.notification_history(%(user_id)s, %(limit)s, %(offset)s)
+
+-- record_push_receipt --
+SELECT precall.record_push_receipt(%(id)s, %(event)s, coalesce(%(at)s, clock_timestamp()), %(user_id)s)
+
+-- receipt_state --
+SELECT delivered_at, opened_at, late_receipt FROM notification_logs WHERE id = %(id)s
+
+-- record_sms_status --
+SELECT precall.record_sms_status(%(sid)s, %(status)s, %(error_code)s, %(done_at)s)

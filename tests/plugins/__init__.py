@@ -1,0 +1,1 @@
+"""pytest plugins with precall's fixtures (registered by tests/conftest.py), as psycopg's tests do."""
