@@ -143,6 +143,7 @@ def doctor_cmd(
     findings += _providers()
     findings += [Finding("settings", "warn", f"{name} is set but precall does not read it (a typo?)")
                  for name in settings.unknown_variables()]
+    findings += [Finding("settings", "warn", line) for line in settings.deprecated_variables()]
     failed = [f for f in findings if f.status == "fail"]
     if as_json:
         print(to_json({"ok": not failed, "checks": [asdict(f) for f in findings]}))

@@ -283,9 +283,9 @@ DECLARE
     v_now timestamptz := clock_timestamp();
     v_settings precall.settings;
     v_gone text[] := precall.gone_lease_owners(p_gone);
-    v_ids uuid[];
 BEGIN
     SELECT * INTO v_settings FROM precall.settings;
+    RETURN QUERY
     WITH due AS (
         SELECT n.id
         FROM notification_logs n
@@ -315,12 +315,12 @@ BEGIN
             updated_at = v_now
         FROM judged j
         WHERE n.id = j.id
-        RETURNING n.id, n.status
+        RETURNING n
     )
-    SELECT array_agg(cl.id) INTO v_ids FROM claimed cl WHERE cl.status = 'sending';
-    IF v_ids IS NOT NULL THEN
-        RETURN QUERY SELECT * FROM precall.claimed_previews(v_ids);
-    END IF;
+    SELECT p.*
+    FROM claimed cl CROSS JOIN LATERAL precall.claimed_preview_of(cl.n) p
+    WHERE (cl.n).status = 'sending'
+    ORDER BY p.send_at;
 END
 $$;
 
@@ -389,7 +389,7 @@ BEGIN
                 p_worker, v_now + v_lease, 1, p_worker, p_force)
         RETURNING n.id INTO v_id;
     END IF;
-    RETURN QUERY SELECT * FROM precall.claimed_previews(ARRAY[v_id]);
+    RETURN QUERY SELECT p.* FROM notification_logs n CROSS JOIN LATERAL precall.claimed_preview_of(n) p WHERE n.id = v_id;
 END
 $$;
 
@@ -459,22 +459,65 @@ $$;
 
 
 --
--- Name: claimed_previews(uuid[]); Type: FUNCTION; Schema: precall; Owner: -
+-- Name: notification_logs; Type: TABLE; Schema: public; Owner: -
 --
 
-CREATE FUNCTION precall.claimed_previews(p_ids uuid[]) RETURNS SETOF precall.claimed_preview
+CREATE TABLE public.notification_logs (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    user_id uuid NOT NULL,
+    call_id uuid,
+    type character varying(20) NOT NULL,
+    channel character varying(10),
+    status character varying(20) NOT NULL,
+    title text,
+    body text,
+    provider_id character varying(100),
+    error_msg text,
+    sent_at timestamp with time zone,
+    delivered_at timestamp with time zone,
+    opened_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now(),
+    reason text,
+    send_at timestamp with time zone,
+    attempted_at timestamp with time zone,
+    planned_for timestamp with time zone,
+    lease_owner text,
+    lease_expires_at timestamp with time zone,
+    attempts integer DEFAULT 0 NOT NULL,
+    parent_id uuid,
+    sms_encoding character varying(8),
+    sms_segments integer,
+    cost_estimate numeric(10,4),
+    cost_currency character(3),
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    late_receipt boolean DEFAULT false NOT NULL,
+    manual_by text,
+    resend boolean DEFAULT false NOT NULL,
+    reason_code text,
+    CONSTRAINT notification_logs_channel CHECK ((((channel)::text = ANY ((ARRAY['push'::character varying, 'sms'::character varying])::text[])) OR ((channel IS NULL) AND ((status)::text = ANY ((ARRAY['queued'::character varying, 'skipped'::character varying, 'cancelled'::character varying, 'failed'::character varying])::text[]))))),
+    CONSTRAINT notification_logs_channel_when_sent CHECK (((channel IS NOT NULL) OR ((status)::text = ANY ((ARRAY['queued'::character varying, 'sending'::character varying, 'skipped'::character varying, 'cancelled'::character varying, 'failed'::character varying])::text[])))),
+    CONSTRAINT notification_logs_planned CHECK ((((status)::text <> ALL ((ARRAY['queued'::character varying, 'sending'::character varying])::text[])) OR ((send_at IS NOT NULL) AND (call_id IS NOT NULL)))),
+    CONSTRAINT notification_logs_sms_encoding CHECK (((sms_encoding)::text = ANY ((ARRAY['GSM-7'::character varying, 'UCS-2'::character varying])::text[]))),
+    CONSTRAINT notification_logs_status CHECK (((status)::text = ANY ((ARRAY['queued'::character varying, 'sending'::character varying, 'sent'::character varying, 'delivered'::character varying, 'failed'::character varying, 'opened'::character varying, 'skipped'::character varying, 'cancelled'::character varying])::text[]))),
+    CONSTRAINT notification_logs_type CHECK (((type)::text = ANY ((ARRAY['preview_push'::character varying, 'preview_sms'::character varying, 'fallback_sms'::character varying])::text[])))
+);
+
+
+--
+-- Name: claimed_preview_of(public.notification_logs); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.claimed_preview_of(n public.notification_logs) RETURNS SETOF precall.claimed_preview
     LANGUAGE sql STABLE
     AS $$
     SELECT n.id, n.call_id, n.user_id, n.type::text, n.parent_id, n.send_at,
            c.scheduled_at, n.attempts, c.topic::text,
            u.phone_number::text, u.locale::text, p.name::text, u.current_streak::integer, u.fcm_token::text,
            u.platform::text, u.push_enabled::boolean, u.notification_pref::text, u.sms_opted_out::boolean
-    FROM notification_logs n
-    JOIN scheduled_calls c ON c.id = n.call_id
+    FROM scheduled_calls c
     JOIN users u ON u.id = n.user_id
     LEFT JOIN coach_personas p ON p.id = u.coach_persona_id
-    WHERE n.id = ANY (p_ids)
-    ORDER BY n.send_at
+    WHERE c.id = n.call_id
 $$;
 
 
@@ -740,51 +783,6 @@ BEGIN
     ) - clock_timestamp());
 END
 $$;
-
-
---
--- Name: notification_logs; Type: TABLE; Schema: public; Owner: -
---
-
-CREATE TABLE public.notification_logs (
-    id uuid DEFAULT gen_random_uuid() NOT NULL,
-    user_id uuid NOT NULL,
-    call_id uuid,
-    type character varying(20) NOT NULL,
-    channel character varying(10),
-    status character varying(20) NOT NULL,
-    title text,
-    body text,
-    provider_id character varying(100),
-    error_msg text,
-    sent_at timestamp with time zone,
-    delivered_at timestamp with time zone,
-    opened_at timestamp with time zone,
-    created_at timestamp with time zone DEFAULT now(),
-    reason text,
-    send_at timestamp with time zone,
-    attempted_at timestamp with time zone,
-    planned_for timestamp with time zone,
-    lease_owner text,
-    lease_expires_at timestamp with time zone,
-    attempts integer DEFAULT 0 NOT NULL,
-    parent_id uuid,
-    sms_encoding character varying(8),
-    sms_segments integer,
-    cost_estimate numeric(10,4),
-    cost_currency character(3),
-    updated_at timestamp with time zone DEFAULT now() NOT NULL,
-    late_receipt boolean DEFAULT false NOT NULL,
-    manual_by text,
-    resend boolean DEFAULT false NOT NULL,
-    reason_code text,
-    CONSTRAINT notification_logs_channel CHECK ((((channel)::text = ANY ((ARRAY['push'::character varying, 'sms'::character varying])::text[])) OR ((channel IS NULL) AND ((status)::text = ANY ((ARRAY['queued'::character varying, 'skipped'::character varying, 'cancelled'::character varying, 'failed'::character varying])::text[]))))),
-    CONSTRAINT notification_logs_channel_when_sent CHECK (((channel IS NOT NULL) OR ((status)::text = ANY ((ARRAY['queued'::character varying, 'sending'::character varying, 'skipped'::character varying, 'cancelled'::character varying, 'failed'::character varying])::text[])))),
-    CONSTRAINT notification_logs_planned CHECK ((((status)::text <> ALL ((ARRAY['queued'::character varying, 'sending'::character varying])::text[])) OR ((send_at IS NOT NULL) AND (call_id IS NOT NULL)))),
-    CONSTRAINT notification_logs_sms_encoding CHECK (((sms_encoding)::text = ANY ((ARRAY['GSM-7'::character varying, 'UCS-2'::character varying])::text[]))),
-    CONSTRAINT notification_logs_status CHECK (((status)::text = ANY ((ARRAY['queued'::character varying, 'sending'::character varying, 'sent'::character varying, 'delivered'::character varying, 'failed'::character varying, 'opened'::character varying, 'skipped'::character varying, 'cancelled'::character varying])::text[]))),
-    CONSTRAINT notification_logs_type CHECK (((type)::text = ANY ((ARRAY['preview_push'::character varying, 'preview_sms'::character varying, 'fallback_sms'::character varying])::text[])))
-);
 
 
 --

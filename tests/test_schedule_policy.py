@@ -3,8 +3,12 @@ the heartbeat age that counts as alive, the longest lead. A DBA's UPDATE changes
 
 from __future__ import annotations
 
+import os
+from datetime import timedelta
+
 import psycopg
 import psycopg.rows
+import httpx
 import pytest
 
 from plugins.processes import precall_cli, user_token, wait_until
@@ -30,8 +34,7 @@ def test_the_fallback_wait_is_the_databases(conn, make, fake_fcm, fake_twilio, s
     [push], [sms] = fake_fcm.state.accepted(), fake_twilio.state.accepted()
     assert 2.5 <= sms.at - push.at <= 5.0, sms.at - push.at
     push_row, fallback = _rows(conn, call)
-    assert fallback["type"] == "fallback_sms" and fallback["send_at"] - push_row["sent_at"] < __import__(
-        "datetime").timedelta(seconds=3.5)
+    assert fallback["type"] == "fallback_sms" and fallback["send_at"] - push_row["sent_at"] < timedelta(seconds=3.5)
 
 
 def test_the_deprecated_variable_still_wins_with_a_warning(conn, make, fake_fcm, fake_twilio, start_dispatcher) -> None:
@@ -47,17 +50,17 @@ def test_the_deprecated_variable_still_wins_with_a_warning(conn, make, fake_fcm,
 def test_doctor_counts_a_dispatcher_alive_by_the_databases_heartbeat_age(db, conn) -> None:
     conn.execute("INSERT INTO precall.dispatchers (name, hostname, pid, heartbeat_at)"
                  " VALUES ('d-30s', 'h', 1, now() - interval '30 seconds')")
-    env = {**__import__("os").environ, "DATABASE_URL": db}
+    env = {**os.environ, "DATABASE_URL": db}
     out = precall_cli("doctor", "--verbose", env=env)
     assert "1 alive: d-30s" in out.stdout, out.stdout
     conn.execute("UPDATE precall.settings SET heartbeat_max_age = '20 seconds'")
     out = precall_cli("doctor", "--verbose", env=env)
     assert "no dispatcher heartbeat in the last 20s" in out.stdout and out.returncode == 1, out.stdout
+    out = precall_cli("doctor", env={**env, "PRECALL_FALLBACK_WAIT_S": "3"})
+    assert "WARN settings: PRECALL_FALLBACK_WAIT_S is deprecated" in out.stdout, out.stdout
 
 
 def test_a_lead_above_max_lead_is_refused_in_sql_and_by_the_api(conn, make, db, start_api) -> None:
-    import httpx
-
     conn.execute("UPDATE precall.settings SET max_lead = '30 minutes'")
     uid = make.user(notification_lead_min=5)
     with pytest.raises(psycopg.errors.CheckViolation, match="longest lead allowed"):

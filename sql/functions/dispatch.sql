@@ -163,9 +163,11 @@ AS $function$
            END
 $function$;
 
--- The claimed previews p_ids as the dispatcher sends them: each row with its call and its user as
--- they are now, in send_at order. The one place the claimed-preview shape is built.
-CREATE OR REPLACE FUNCTION precall.claimed_previews(p_ids uuid[])
+-- A claimed preview as the dispatcher sends it: the row with its call and its user as they are
+-- now. The one place the claimed-preview shape is built; an inlinable set-returning SQL function,
+-- so each claim joins it in the same statement (a second statement reading the claimed rows back
+-- by id made every claim ~0.9 ms slower, bench/throughput.py lateness).
+CREATE OR REPLACE FUNCTION precall.claimed_preview_of(n notification_logs)
  RETURNS SETOF precall.claimed_preview
  LANGUAGE sql
  STABLE
@@ -174,12 +176,10 @@ AS $function$
            c.scheduled_at, n.attempts, c.topic::text,
            u.phone_number::text, u.locale::text, p.name::text, u.current_streak::integer, u.fcm_token::text,
            u.platform::text, u.push_enabled::boolean, u.notification_pref::text, u.sms_opted_out::boolean
-    FROM notification_logs n
-    JOIN scheduled_calls c ON c.id = n.call_id
+    FROM scheduled_calls c
     JOIN users u ON u.id = n.user_id
     LEFT JOIN coach_personas p ON p.id = u.coach_persona_id
-    WHERE n.id = ANY (p_ids)
-    ORDER BY n.send_at
+    WHERE c.id = n.call_id
 $function$;
 
 -- Claims up to p_limit due previews for p_worker. In the same transaction, rows whose call is no
@@ -195,9 +195,9 @@ DECLARE
     v_now timestamptz := clock_timestamp();
     v_settings precall.settings;
     v_gone text[] := precall.gone_lease_owners(p_gone);
-    v_ids uuid[];
 BEGIN
     SELECT * INTO v_settings FROM precall.settings;
+    RETURN QUERY
     WITH due AS (
         SELECT n.id
         FROM notification_logs n
@@ -227,12 +227,12 @@ BEGIN
             updated_at = v_now
         FROM judged j
         WHERE n.id = j.id
-        RETURNING n.id, n.status
+        RETURNING n
     )
-    SELECT array_agg(cl.id) INTO v_ids FROM claimed cl WHERE cl.status = 'sending';
-    IF v_ids IS NOT NULL THEN
-        RETURN QUERY SELECT * FROM precall.claimed_previews(v_ids);
-    END IF;
+    SELECT p.*
+    FROM claimed cl CROSS JOIN LATERAL precall.claimed_preview_of(cl.n) p
+    WHERE (cl.n).status = 'sending'
+    ORDER BY p.send_at;
 END
 $function$;
 

@@ -91,7 +91,7 @@ BEGIN
                 p_worker, v_now + v_lease, 1, p_worker, p_force)
         RETURNING n.id INTO v_id;
     END IF;
-    RETURN QUERY SELECT * FROM precall.claimed_previews(ARRAY[v_id]);
+    RETURN QUERY SELECT p.* FROM notification_logs n CROSS JOIN LATERAL precall.claimed_preview_of(n) p WHERE n.id = v_id;
 END
 $function$;
 

@@ -2,7 +2,7 @@
 --
 -- The claimed-preview row (the preview plus the call and the user as they are now) was written
 -- out as a RETURNS TABLE list in three functions; it is now the type precall.claimed_preview,
--- built in one place (precall.claimed_previews() in sql/functions/dispatch.sql). A function's
+-- built in one place (precall.claimed_preview_of() in sql/functions/dispatch.sql). A function's
 -- declared return type cannot change under CREATE OR REPLACE, so the claims that return it get
 -- versioned names (claim_due_previews_v2, claim_manual_preview_v2); the old names stay, as thin
 -- wrappers returning the same columns, for dispatchers of the previous release during a rolling
