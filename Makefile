@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 test: install
 	$(BIN)/precall templates check
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -rs
 
 # The unit layer only (no PostgreSQL, no dispatcher or API process): seconds, not minutes.
 test-unit: install

@@ -131,15 +131,15 @@ def test_sigterm_finishes_in_flight_work_and_exits_0(db, conn, make, fake_fcm, s
 # --- database trouble ---------------------------------------------------------------------------
 
 def test_postgres_restart_mid_run_loses_nothing(pg_server, db, make, fake_fcm, start_dispatcher) -> None:
-    if pg_server.cluster is None:
-        pytest.skip("needs the suite's own cluster to restart it (not PRECALL_TEST_DATABASE_URL / a container)")
+    if pg_server.restartable is not None:
+        pytest.skip(pg_server.restartable)
     d = start_dispatcher()
     uid = make.user(fcm_token="tok-before", push_enabled=True, notification_lead_min=1)
     before = make.call(uid, in_seconds=61.5)  # due while the server is down
     make.conn.close()
-    pg_server.cluster.stop("fast")
+    pg_server.stop()
     time.sleep(2)
-    pg_server.cluster.start()
+    pg_server.start()
     with psycopg.connect(db, autocommit=True) as c:
         uid2 = c.execute("INSERT INTO users (fcm_token, push_enabled, notification_lead_min) VALUES ('tok-after', true, 1)"
                          " RETURNING id").fetchone()[0]
@@ -159,17 +159,17 @@ def test_postgres_restart_mid_run_loses_nothing(pg_server, db, make, fake_fcm, s
 def test_a_send_accepted_while_postgres_restarts_is_recorded_as_sent(pg_server, db, make, fake_fcm, start_dispatcher) -> None:
     """The provider answers while the database is down: the write-back waits for it instead of
     marking the preview failed (bench/chaos.py pg_restart saw one such row before)."""
-    if pg_server.cluster is None:
-        pytest.skip("needs the suite's own cluster to restart it (not PRECALL_TEST_DATABASE_URL / a container)")
+    if pg_server.restartable is not None:
+        pytest.skip(pg_server.restartable)
     fake_fcm.state.latency_s = 3.0
     d = start_dispatcher()
     uid = make.user(fcm_token="tok-during", push_enabled=True, notification_lead_min=1)
     call = make.call(uid, in_seconds=61)
     make.conn.close()
     wait_until(lambda: fake_fcm.state.attempts.get("tok-during"), timeout=10)  # the request is at FCM
-    pg_server.cluster.stop("fast")
+    pg_server.stop()
     time.sleep(3.5)  # FCM answers meanwhile
-    pg_server.cluster.start()
+    pg_server.start()
     try:
         wait_until(lambda: by_type(db, call, "preview_push")["status"] == "sent", timeout=30)
     except AssertionError:

@@ -271,3 +271,38 @@ def test_a_manual_push_to_a_user_without_a_token_fails() -> None:
     r.run(preview(fcm_token=None), channel="push")
     assert r.push.sent == []
     assert r.outcomes.writes[0][1]["reason"].startswith("no_push_token")
+
+
+def test_fcm_retry_after_is_a_floor_under_the_backoff() -> None:
+    """FCM asks clients to honour Retry-After on 429/503: the retry waits 3 s, not 0.5 s."""
+    r = rig(push=[Transient("QUOTA_EXCEEDED", "429", retry_after_s=3.0), None])
+    r.run(preview())
+    assert len(r.push.sent) == 2 and r.clock.slept == [3.0]
+    assert r.push.sent[1][0] - r.push.sent[0][0] == timedelta(seconds=3)
+    assert r.outcomes.kinds() == ["sent"]
+
+
+def test_a_retry_after_past_the_fallback_sends_the_sms_at_once() -> None:
+    """Path C waits at most fallback_wait for the push: FCM asking for 60 s means the SMS now."""
+    r = rig(push=[Transient("UNAVAILABLE", "503", retry_after_s=60.0)], fallback_wait=30)
+    r.run(preview(notification_pref="push_and_sms"))
+    assert len(r.push.sent) == 1 and r.clock.slept == []
+    assert r.outcomes.kinds() == ["unsent", "sent"] and len(r.sms.sent) == 1
+
+
+def test_twilio_20429_is_retried_while_the_sms_can_land_before_the_call() -> None:
+    """Twilio's 429 creates no message, so a retry cannot double it."""
+    r = rig(sms=[Transient("20429", "Too Many Requests"), Transient("20429", "Too Many Requests"), None])
+    r.run(preview(notification_pref="sms_only"))
+    assert len(r.sms.sent) == 3 and len(r.clock.slept) == 2
+    [(kind, written)] = r.outcomes.writes
+    assert kind == "sent" and written["attempted_at"] == T0  # lateness is the first attempt's
+
+
+def test_twilio_20429_near_the_call_fails_the_row() -> None:
+    r = rig(sms=[Transient("20429", "Too Many Requests")] * 10)
+    r.clock.now = T0 + timedelta(minutes=5) - timedelta(seconds=8)
+    r.run(preview(notification_pref="sms_only"))
+    assert len(r.sms.sent) == 1
+    [(kind, written)] = r.outcomes.writes
+    assert written["status"] == "failed" and written["reason"].startswith("twilio_error: 20429")

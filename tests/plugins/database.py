@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import psycopg
@@ -32,10 +33,32 @@ TESTS = Path(__file__).parents[1]
 @dataclass
 class PgServer:
     admin_dsn: str
-    cluster: localdb.LocalCluster | None = None  # set when the tests own the server (can restart it)
+    cluster: localdb.LocalCluster | None = None  # set when the tests own a local cluster
+    container: Any = None  # set when the tests own a testcontainers container (on a fixed host port)
 
     def dsn(self, dbname: str) -> str:
         return make_conninfo(self.admin_dsn, dbname=dbname)
+
+    @property
+    def restartable(self) -> str | None:
+        """None when the tests can stop and start this server, else why not."""
+        if self.cluster is None and self.container is None:
+            return "PRECALL_TEST_DATABASE_URL points at a server these tests do not own: they cannot restart it"
+        return None
+
+    def stop(self) -> None:
+        """Stops PostgreSQL fast (connections end, as in a crash or a failover)."""
+        if self.cluster is not None:
+            self.cluster.stop("fast")
+        else:
+            self.container.get_wrapped_container().stop(timeout=10)
+
+    def start(self) -> None:
+        if self.cluster is not None:
+            self.cluster.start()
+        else:
+            self.container.get_wrapped_container().start()  # the same host port: bound explicitly
+            localdb_wait(self.admin_dsn)
 
     @property
     def cron_database(self) -> str:
@@ -65,20 +88,29 @@ def pg_server() -> Iterator[PgServer]:
         from testcontainers.core.waiting_utils import wait_for_logs
 
         with DockerImage(path=str(TESTS / "docker"), tag="precall-test-pg:15") as image:
-            container = DockerContainer(str(image)).with_exposed_ports(5432)
+            # A fixed host port, so a restarted container (the restart tests) answers where it did.
+            port = _free_port()
+            container = DockerContainer(str(image)).with_bind_ports(5432, port)
             container.with_env("POSTGRES_HOST_AUTH_METHOD", "trust")
             with container:
                 wait_for_logs(container, "database system is ready to accept connections", timeout=60)
-                host, port = container.get_container_host_ip(), container.get_exposed_port(5432)
-                dsn = f"postgresql://postgres@{host}:{port}/postgres"
+                dsn = f"postgresql://postgres@{container.get_container_host_ip()}:{port}/postgres"
                 localdb_wait(dsn)
-                yield PgServer(dsn)
+                yield PgServer(dsn, container=container)
         return
     cluster = localdb.throwaway()
     try:
         yield PgServer(cluster.admin_dsn, cluster)
     finally:
         cluster.destroy()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def localdb_wait(dsn: str) -> None:
