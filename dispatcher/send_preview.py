@@ -240,11 +240,13 @@ class PreviewSender:
             except Transient as exc:
                 # A timeout is ambiguous (FCM may have accepted it): a retry can deliver twice, but
                 # the shared collapse key (the call id) makes the device show one notification.
-                if (give_up_at - self._now()).total_seconds() < backoff.upcoming + 1:
+                # FCM's Retry-After (on 429 and 503) is a floor under our own backoff.
+                floor = exc.retry_after_s or 0.0
+                if (give_up_at - self._now()).total_seconds() < max(backoff.upcoming, floor) + 1:
                     await self._failed_push(row, f"fcm_unavailable: {exc.code}, gave up before the deadline", exc,
                                             common, attempted_at, f"push failed ({exc.code})" if with_fallback else None)
                     return
-                delay = backoff.next_delay()
+                delay = max(backoff.next_delay(), floor)
                 log.info("transient FCM error %s, retrying in %.1fs", exc.code, delay, extra=row.ids())
                 if self._liveness is None:  # a dispatcher's liveness connection renews every lease it holds
                     await self._outcomes.renew_lease(row.id, self._worker)
@@ -303,34 +305,60 @@ class PreviewSender:
         if not valid_phone(phone):
             await self._unsent(nid, "failed", f"bad_phone: {phone!r} is not E.164", type_=type_, channel="sms")
             return
-        await self._sms_pacer.wait()  # a configured Twilio rate limit: the text says the minutes left after it
-        if not await self._still_ours(nid, row):
-            return
-        remaining = (row.scheduled_at - self._now()).total_seconds()
-        if remaining < MIN_SMS_SECONDS:
-            await self._unsent(nid, "skipped", f"too_late_for_sms: {remaining:.1f}s before the call",
-                               type_=type_, channel="sms")
-            return
-        rendered = self._render(row, minutes_left(remaining))
-        sms = rendered.sms
-        cost = estimate(phone, sms.segments, self._config.sms_prices)
-        attempted_at = self._now()
-        self._metrics.lateness.observe(max(0.0, (attempted_at - row.send_at).total_seconds()))
-        try:
-            with self._metrics.timed("twilio"):
-                accepted = await self._sms.send(SmsRequest(phone, sms.text, row.scheduled_at),
-                                                timeout=self._config.twilio_timeout_s)
-        except SmsOptedOut as exc:
-            await self._outcomes.opt_out_sms(row.user_id, phone)
-            await self._unsent(nid, "failed", f"twilio_error: {exc.code} (replied STOP); sms_opted_out set",
-                               type_=type_, channel="sms", body=sms.text, error_msg=exc.message, attempted_at=attempted_at)
-            return
-        except ProviderError as exc:
-            # Not retried: the call is minutes away, and a retried POST can send twice.
-            await self._unsent(nid, "failed", f"twilio_error: {exc.code}", type_=type_, channel="sms",
-                               body=sms.text, error_msg=exc.message, attempted_at=attempted_at)
-            log.warning("SMS failed: %s", exc, extra=ids)
-            return
+        backoff = retry.SMS_RATE_LIMITED.attempts()
+        first_attempt_at: datetime | None = None
+        while True:
+            await self._sms_pacer.wait()  # a configured Twilio rate limit: the text says the minutes left after it
+            if not await self._still_ours(nid, row):
+                return
+            remaining = (row.scheduled_at - self._now()).total_seconds()
+            if remaining < MIN_SMS_SECONDS:
+                await self._unsent(nid, "skipped", f"too_late_for_sms: {remaining:.1f}s before the call",
+                                   type_=type_, channel="sms", attempted_at=first_attempt_at)
+                return
+            rendered = self._render(row, minutes_left(remaining))
+            sms = rendered.sms
+            cost = estimate(phone, sms.segments, self._config.sms_prices)
+            attempted_at = self._now()
+            if first_attempt_at is None:
+                first_attempt_at = attempted_at
+                self._metrics.lateness.observe(max(0.0, (attempted_at - row.send_at).total_seconds()))
+            try:
+                with self._metrics.timed("twilio"):
+                    accepted = await self._sms.send(SmsRequest(phone, sms.text, row.scheduled_at),
+                                                    timeout=self._config.twilio_timeout_s)
+            except SmsOptedOut as exc:
+                await self._outcomes.opt_out_sms(row.user_id, phone)
+                await self._unsent(nid, "failed", f"twilio_error: {exc.code} (replied STOP); sms_opted_out set",
+                                   type_=type_, channel="sms", body=sms.text, error_msg=exc.message,
+                                   attempted_at=first_attempt_at)
+                return
+            except Transient as exc:
+                # Twilio's 429 (20429): the message was not created, so trying again cannot send
+                # twice; worth it while the SMS still lands before the call.
+                delay = max(backoff.next_delay(), exc.retry_after_s or 0.0)
+                if remaining - delay < MIN_SMS_SECONDS + 1:
+                    await self._unsent(nid, "failed", f"twilio_error: {exc.code}, still refused when the call was near",
+                                       type_=type_, channel="sms", body=sms.text, error_msg=exc.message,
+                                       attempted_at=first_attempt_at)
+                    return
+                log.info("Twilio %s (too many requests), retrying in %.1fs", exc.code, delay, extra=ids)
+                if self._liveness is None:
+                    await self._outcomes.renew_lease(nid, self._worker)
+                self.backing_off += 1
+                try:
+                    await self._sleep(delay)
+                finally:
+                    self.backing_off -= 1
+                continue
+            except ProviderError as exc:
+                # Not retried: the call is minutes away, and a retried POST can send twice.
+                await self._unsent(nid, "failed", f"twilio_error: {exc.code}", type_=type_, channel="sms",
+                                   body=sms.text, error_msg=exc.message, attempted_at=first_attempt_at)
+                log.warning("SMS failed: %s", exc, extra=ids)
+                return
+            break
+        attempted_at = first_attempt_at or attempted_at
         notes = [n for n in (note, *rendered.resolved.notes) if n]
         await self._sent(nid, type_=type_, channel="sms", title=None, body=sms.text, provider_id=accepted.provider_id,
                          attempted_at=attempted_at, reason="; ".join(notes) or None,

@@ -104,7 +104,12 @@ class DeadToken(ProviderError):
 
 
 class Transient(ProviderError):
-    """Worth retrying before the deadline (429, 500, 503, timeouts)."""
+    """Worth retrying before the deadline (429, 500, 503, timeouts). `retry_after_s`: the wait the
+    provider asked for (an HTTP Retry-After), which a retry honours."""
+
+    def __init__(self, code: str, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(code, message)
+        self.retry_after_s = retry_after_s
 
 
 class Permanent(ProviderError):

@@ -54,5 +54,8 @@ LISTEN = Backoff(first_s=0.2, cap_s=10.0)
 # FCM's transient answers (429/5xx/timeouts): inside the preview's few minutes, jittered so the
 # previews of one outage do not come back in step.
 FCM_TRANSIENT = Backoff(first_s=0.5, cap_s=5.0, jitter=0.2)
+# Twilio's 429 (20429, too many requests for this sender): the message was not created, so a
+# retry cannot send twice; a second later the sender's queue has room again.
+SMS_RATE_LIMITED = Backoff(first_s=1.0, cap_s=4.0, jitter=0.2)
 # The call webhook at T: three quick attempts (0.5 s, 1 s) inside the call's grace period.
 CALL_WEBHOOK = Backoff(first_s=0.5, cap_s=2.0)

@@ -69,7 +69,7 @@ def test_retention_prunes_status_events_and_call_jobs_but_nothing_in_flight(conn
     old_call = make.call(uid, at="2026-01-05 07:00+00", status="answered")
     conn.execute("INSERT INTO precall.call_jobs (call_id, user_id, due_at, status) VALUES (%s, %s, %s, 'fired')",
                  (old_call, uid, "2026-01-05 07:00+00"))
-    live_call = make.call(uid, in_seconds=3600)
+    live_call = make.call(uid, in_seconds=90)  # planned: its call job is queued
     conn.execute("INSERT INTO precall.sms_status_events (message_sid, status, received_at) VALUES"
                  " ('SMold', 'delivered', now() - interval '40 days'), ('SMnew', 'delivered', now())")
     conn.execute("CALL precall.prune_notification_logs()")

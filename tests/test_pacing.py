@@ -75,3 +75,16 @@ def test_pacer_slots_within_a_horizon() -> None:
     assert before == 5  # now, +0.5, +1.0, +1.5, +2.0
     assert after == 4  # the next slot is 0.5 s away: +0.5 … +2.0
     assert now == 0
+
+
+def test_dispatcher_paces_twilio_sends_to_the_configured_rate(db, make, conn, fake_twilio, start_dispatcher) -> None:
+    """PRECALL_TWILIO_RATE_PER_S=2: five SMS due together reach Twilio about 500 ms apart."""
+    start_dispatcher(PRECALL_TWILIO_RATE_PER_S="2")
+    for i in range(5):
+        uid = make.user(notification_pref="sms_only", phone_number=f"+1555555040{i}", notification_lead_min=1)
+        make.call(uid, in_seconds=63)
+    wait_until(lambda: len(fake_twilio.state.accepted()) == 5, timeout=20)
+    times = sorted(r.at for r in fake_twilio.state.accepted())
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert min(gaps[1:]) >= 0.42 and gaps[0] >= 0.35, gaps  # the first request also opens the connection
+    assert times[-1] - times[0] >= 1.8

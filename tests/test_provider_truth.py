@@ -46,7 +46,7 @@ def test_refused_fcm_credentials_fail_the_push_and_path_c_sends_the_sms_at_once(
     d = start_dispatcher(GOOGLE_APPLICATION_CREDENTIALS=str(creds))
     d.wait_for_log("FCM token warm-up failed")
     uid = _push_user(make, "tok-c", notification_pref="push_and_sms", phone_number="+15555550102")
-    call = make.call(uid, in_seconds=100)
+    call = make.call(uid, in_seconds=62)
     wait_until(lambda: len(fake_twilio.state.accepted()) == 1, timeout=20)
     push, fallback = _rows(conn, call)
     assert push["status"] == "failed" and push["reason"].startswith("fcm_rejected: AUTH"), push["reason"]
@@ -80,7 +80,7 @@ def test_twilio_20429_is_retried_and_each_number_gets_one_sms(conn, make, fake_t
 def test_twilio_status_callbacks_reach_the_api_signed_and_mark_the_sms_delivered(
         db, conn, make, fake_twilio, start_dispatcher, start_api) -> None:
     api = start_api(db)
-    fake_twilio.state.callbacks_to = api.url
+    fake_twilio.state.callbacks_to = f"{api.url}/api/v1/webhooks/twilio/status"  # behind the public URL
     start_dispatcher()
     call = make.call(make.user(notification_pref="sms_only", phone_number="+15555550310", notification_lead_min=1,
                                coach="Max"), in_seconds=62)

@@ -8,9 +8,11 @@ import logging
 import math
 import warnings
 from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 
 import firebase_admin
 from firebase_admin import _retry, credentials, exceptions, messaging
+from google.auth.exceptions import RefreshError
 
 from precall.errors import ConfigError
 from precall.dispatcher.providers.base import Accepted, DeadToken, Permanent, PushRequest, Transient
@@ -52,6 +54,32 @@ def build_message(req: PushRequest) -> messaging.Message:
         )
 
 
+def retry_after_s(exc: Exception) -> float | None:
+    """The seconds an FCM answer's Retry-After asks for (delta-seconds or an HTTP date)."""
+    response = getattr(exc, "http_response", None)
+    raw = response.headers.get("Retry-After") if response is not None else None
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        try:
+            return max(0.0, (parsedate_to_datetime(raw) - datetime.now(timezone.utc)).total_seconds())
+        except (TypeError, ValueError):
+            return None
+
+
+def _refresh_error(exc: BaseException | None) -> RefreshError | None:
+    """google-auth's RefreshError, as raised or wrapped by firebase-admin (UnknownError's cause)."""
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, RefreshError):
+            return exc
+        exc = getattr(exc, "cause", None) or exc.__cause__
+        seen += 1
+    return None
+
+
 def classify(exc: Exception) -> Exception:
     """Maps firebase-admin's exceptions to what the dispatcher does next."""
     if isinstance(exc, messaging.UnregisteredError):
@@ -62,10 +90,17 @@ def classify(exc: Exception) -> Exception:
         if _DEAD_TOKEN_MESSAGE in str(exc):
             return DeadToken("INVALID_ARGUMENT", str(exc))
         return Permanent("INVALID_ARGUMENT", str(exc))
+    refused = _refresh_error(exc)
+    if refused is not None:
+        # No access token: the service account is refused (a deleted key, another project) or the
+        # token endpoint is down. Only the second is worth a retry.
+        if getattr(refused, "retryable", False):
+            return Transient("AUTH_UNAVAILABLE", str(refused))
+        return Permanent("AUTH", f"FCM credentials refused: {refused}")
     if isinstance(exc, (messaging.QuotaExceededError, exceptions.UnavailableError, exceptions.InternalError,
                         exceptions.DeadlineExceededError, exceptions.UnknownError, asyncio.TimeoutError)):
         code = getattr(exc, "code", "TIMEOUT") if not isinstance(exc, asyncio.TimeoutError) else "TIMEOUT"
-        return Transient(str(code), str(exc) or "no answer before the timeout")
+        return Transient(str(code), str(exc) or "no answer before the timeout", retry_after_s(exc))
     if isinstance(exc, exceptions.FirebaseError):
         return Permanent(str(exc.code), str(exc))
     return Transient(type(exc).__name__, str(exc))

@@ -63,7 +63,7 @@ class TwilioSmsSender:
             code = str(exc.code or exc.status)
             if exc.code == 21610:
                 raise SmsOptedOut(code, exc.msg) from exc
-            if exc.status == 429:
+            if exc.status == 429:  # 20429: not created, so a retry cannot send twice
                 raise Transient(code, exc.msg) from exc
             raise Permanent(code, exc.msg) from exc
         except asyncio.TimeoutError as exc:

@@ -17,11 +17,14 @@ class JsonHandler(BaseHTTPRequestHandler):
     def read_body(self) -> bytes:
         return self.rfile.read(int(self.headers.get("Content-Length", 0)))
 
-    def reply(self, status: int, body: dict[str, Any], content_type: str = "application/json") -> None:
+    def reply(self, status: int, body: dict[str, Any], content_type: str = "application/json",
+              headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
 
