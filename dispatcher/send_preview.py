@@ -128,6 +128,17 @@ class PreviewSender:
         log.warning("not sending: the lease was taken over by another dispatcher", extra=row.ids(nid))
         return False
 
+    async def _back_off(self, nid: uuid.UUID, delay: float) -> None:
+        """Waits before a retry. Backing off is not sending: the dispatcher claims other previews
+        meanwhile (a provider outage must not stall the previews due after it)."""
+        if self._liveness is None:  # a dispatcher's liveness connection renews every lease it holds
+            await self._outcomes.renew_lease(nid, self._worker)
+        self.backing_off += 1
+        try:
+            await self._sleep(delay)
+        finally:
+            self.backing_off -= 1
+
     def paced_capacity(self, horizon_s: float) -> int:
         """How many previews the pacers let out within horizon_s; unbounded unless both are paced."""
         if not (self._push_pacer.paced and self._sms_pacer.paced):
@@ -248,15 +259,7 @@ class PreviewSender:
                     return
                 delay = max(backoff.next_delay(), floor)
                 log.info("transient FCM error %s, retrying in %.1fs", exc.code, delay, extra=row.ids())
-                if self._liveness is None:  # a dispatcher's liveness connection renews every lease it holds
-                    await self._outcomes.renew_lease(row.id, self._worker)
-                # Backing off is not sending: the dispatcher claims other previews meanwhile
-                # (a provider outage must not stall the previews due after it).
-                self.backing_off += 1
-                try:
-                    await self._sleep(delay)
-                finally:
-                    self.backing_off -= 1
+                await self._back_off(row.id, delay)
                 continue
             except ProviderError as exc:
                 await self._failed_push(row, f"fcm_rejected: {exc.code}", exc, common, attempted_at,
@@ -343,13 +346,7 @@ class PreviewSender:
                                        attempted_at=first_attempt_at)
                     return
                 log.info("Twilio %s (too many requests), retrying in %.1fs", exc.code, delay, extra=ids)
-                if self._liveness is None:
-                    await self._outcomes.renew_lease(nid, self._worker)
-                self.backing_off += 1
-                try:
-                    await self._sleep(delay)
-                finally:
-                    self.backing_off -= 1
+                await self._back_off(nid, delay)
                 continue
             except ProviderError as exc:
                 # Not retried: the call is minutes away, and a retried POST can send twice.
