@@ -28,8 +28,12 @@ def dispatcher_env(dsn: str, fcm: FakeFcmServer, twilio: FakeTwilioServer, **ext
     creds = Path(tempfile.mkdtemp()) / "sa.json"
     creds.write_text(json.dumps(service_account(f"{fcm.url}/token")))
     return {**os.environ, "DATABASE_URL": dsn, "GOOGLE_APPLICATION_CREDENTIALS": str(creds),
-            "PRECALL_FCM_BASE_URL": fcm.url, "TWILIO_ACCOUNT_SID": "AC" + "0" * 32, "TWILIO_AUTH_TOKEN": "x",
-            "PRECALL_TWILIO_FROM": "+15005550006", "PRECALL_TWILIO_BASE_URL": twilio.url, **extra}
+            "PRECALL_FCM_BASE_URL": fcm.url, "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+            # The fake checks Basic auth like Twilio: with a wrong token every SMS is refused (20003),
+            # which the benchmarks ran with, unnoticed, from 639eb6a to this fix.
+            "TWILIO_AUTH_TOKEN": twilio.state.auth_token,
+            "PRECALL_TWILIO_FROM": "+15005550006", "PRECALL_TWILIO_BASE_URL": twilio.url,
+            "PRECALL_RECEIPT_SECRET": "bench-receipt-secret-" + "r" * 32, **extra}
 
 
 def load_statement_stats(cluster: localdb.LocalCluster) -> None:

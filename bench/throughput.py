@@ -226,6 +226,11 @@ def main() -> None:
     text = json.dumps(result, indent=2)
     print(text)
     (Path(__file__).parent / (args.out or ("results_lateness.json" if args.spread_s else "results_throughput.json"))).write_text(text + "\n")
+    if result.get("not_sent"):
+        # A figure measured with previews refused is not the figure the table claims.
+        print(f"bench: {result['not_sent']} of {args.previews} previews were not sent; see notification_logs.reason",
+              file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
