@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from precall.api import app_routes, errors, store, twilio_status
+from precall.api import app_routes, errors, store, twilio_inbound, twilio_status
 from precall.api.errors import ApiError, responses
 from precall.api.limits import RequestLimits
 from precall.api.models import Health
@@ -41,6 +41,7 @@ def create_app(config: ApiConfig) -> FastAPI:
     app.add_middleware(RequestLimits, max_body_bytes=config.max_body_bytes, read_timeout_s=config.read_timeout_s)
     app.include_router(app_routes.router)
     app.include_router(twilio_status.router)
+    app.include_router(twilio_inbound.router)
 
     @app.get("/healthz", responses=responses(), tags=["ops"])
     async def healthz(request: Request) -> Health:

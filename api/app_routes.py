@@ -9,10 +9,11 @@ import psycopg.errors
 from fastapi import APIRouter, Query, Request
 
 from precall.api import store
-from precall.api.auth import CurrentUser
+from precall.api.auth import CurrentUser, ReceiptCaller, receipt_unauthorized
 from precall.api.errors import BODY_LIMITS, ApiError, responses
 from precall.api.models import (
-    History, HistoryPage, Notification, NotificationPreferences, Receipt, ReceiptRecorded, RegisterDevice, Registered, Updated,
+    Device, History, HistoryPage, Notification, NotificationPreferences, PreferencesView, Receipt, ReceiptRecorded,
+    RegisterDevice, Registered, UnregisterDevice, Unregistered, Updated,
 )
 
 router = APIRouter(prefix="/api/v1")
@@ -20,12 +21,33 @@ router = APIRouter(prefix="/api/v1")
 
 @router.post("/notifications/register-device", responses=responses(401, 422, *BODY_LIMITS), tags=["app"])
 async def register_device(body: RegisterDevice, user: CurrentUser, request: Request) -> Registered:
-    """Registers (or replaces) the device's push token; push_enabled as sent re-enables push after a dead token."""
+    """Adds or refreshes this device (the user's other devices keep theirs; a token another user
+    held moves here); push_enabled as sent re-enables push after a dead token."""
     async with request.app.state.pool.connection() as conn:
         registered = await store.register_device(conn, user, body.fcm_token, body.platform, body.push_enabled)
     if not registered:
         raise ApiError(401, "unauthorized", "unknown user")
     return Registered()
+
+
+@router.post("/notifications/unregister-device", responses=responses(401, 422, *BODY_LIMITS), tags=["app"])
+async def unregister_device(body: UnregisterDevice, user: CurrentUser, request: Request) -> Unregistered:
+    """Logout: this device gets no more previews. Idempotent; another user's token is left alone
+    (and answers the same)."""
+    async with request.app.state.pool.connection() as conn:
+        await store.unregister_device(conn, user, body.fcm_token)
+    return Unregistered()
+
+
+@router.get("/users/notification-preferences", responses=responses(401), tags=["app"])
+async def get_preferences(user: CurrentUser, request: Request) -> PreferencesView:
+    """The caller's channel preference, lead time, SMS consent and devices (never a token or the number)."""
+    async with request.app.state.pool.connection() as conn:
+        prefs = await store.preferences(conn, user)
+        devices = await store.devices(conn, user)
+    if prefs is None:
+        raise ApiError(401, "unauthorized", "unknown user")
+    return PreferencesView(**prefs, devices=[Device(**d) for d in devices])
 
 
 async def _update_preferences(body: NotificationPreferences, user: uuid.UUID, request: Request) -> Updated:
@@ -70,10 +92,18 @@ _RECEIPT_ERRORS = {
 
 @router.post("/notifications/{notification_id}/receipt", responses=responses(401, 404, 409, 422, *BODY_LIMITS),
              tags=["app"])
-async def receipt(notification_id: uuid.UUID, body: Receipt, user: CurrentUser, request: Request) -> ReceiptRecorded:
-    """Records that the push reached the device (or was opened); stops a pending fallback SMS."""
+async def receipt(notification_id: uuid.UUID, body: Receipt, caller: ReceiptCaller, request: Request) -> ReceiptRecorded:
+    """Records that the push reached the device (or was opened); stops a pending fallback SMS.
+
+    Authenticated by the app's bearer JWT, or without a session by the push's own
+    `data.receipt_token` in `X-Precall-Receipt` (an Android background handler, an iOS
+    Notification Service Extension): a token that does not verify for this notification → 401."""
     async with request.app.state.pool.connection() as conn:
-        outcome = await store.record_push_receipt(conn, notification_id, body.event, body.at, user)
+        outcome = await store.record_push_receipt(conn, notification_id, body.event, body.at, caller.user_id,
+                                                  caller.device_id)
+        if caller.device_id is not None and outcome in _RECEIPT_ERRORS:
+            # The token verified, yet names nothing we hold (pruned): as for any token that fails.
+            raise receipt_unauthorized()
         if outcome in _RECEIPT_ERRORS:
             status, code, detail = _RECEIPT_ERRORS[outcome]
             raise ApiError(status, code, detail)

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Annotated
 
 import jwt
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from precall import receipt_tokens
 from precall.api import store
 from precall.api.errors import ApiError
 from precall.config import ApiConfig
 
 bearer = HTTPBearer(auto_error=False, description="A JWT whose `sub` is the user id.")
+receipt_header = APIKeyHeader(name="X-Precall-Receipt", auto_error=False, scheme_name="ReceiptToken",
+                              description="The push's data.receipt_token (receipts only, instead of a bearer JWT).")
 LEEWAY_S = 30  # clock skew between the app's auth server and us
 
 
@@ -62,3 +67,35 @@ async def current_user(
 
 
 CurrentUser = Annotated[uuid.UUID, Depends(current_user)]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a receipt: a user (bearer JWT) or a device holding the push's receipt token."""
+
+    user_id: uuid.UUID | None
+    device_id: int | None
+
+
+def receipt_unauthorized() -> ApiError:
+    return ApiError(401, "unauthorized", "the receipt token does not verify for this notification "
+                                         "(wrong, expired, or another notification's)")
+
+
+async def receipt_caller(
+    notification_id: uuid.UUID, request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    token: Annotated[str | None, Depends(receipt_header)],
+) -> Caller:
+    """X-Precall-Receipt when sent (a bearer JWT is then not needed), else the bearer JWT."""
+    if token is None:
+        return Caller(await current_user(request, credentials), None)
+    config: ApiConfig = request.app.state.config
+    device_id = receipt_tokens.verify(token, notification_id, (config.receipt_secret, config.receipt_secret_previous),
+                                      datetime.now(timezone.utc))
+    if device_id is None:
+        raise receipt_unauthorized()
+    return Caller(None, device_id)
+
+
+ReceiptCaller = Annotated[Caller, Depends(receipt_caller)]

@@ -62,6 +62,30 @@ class Registered(BaseModel):
     status: Literal["registered"] = "registered"
 
 
+class UnregisterDevice(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    fcm_token: str = Field(min_length=1, max_length=4096, pattern=TOKEN_PATTERN,
+                           description="The token this device registered (logout).")
+
+
+class Unregistered(BaseModel):
+    status: Literal["unregistered"] = "unregistered"
+
+
+class Device(BaseModel):
+    platform: str | None
+    push_enabled: bool = Field(description="The device gets previews: enabled, token alive, seen recently.")
+    last_seen_at: UtcDatetime
+
+
+class PreferencesView(BaseModel):
+    notification_pref: str
+    notification_lead_min: int
+    phone_number_on_file: bool
+    sms_opted_out: bool
+    devices: list[Device]
+
+
 class NotificationPreferences(BaseModel):
     """Either field may be left out (not null); at least one is needed."""
 

@@ -67,9 +67,28 @@ async def notification_history(conn: AsyncConnection[Any], user_id: uuid.UUID, l
     return await cur.fetchall()
 
 
+async def unregister_device(conn: AsyncConnection[Any], user_id: uuid.UUID, fcm_token: str) -> None:
+    await conn.execute(sql.query("unregister_device"), {"user_id": user_id, "fcm_token": fcm_token})
+
+
+async def preferences(conn: AsyncConnection[Any], user_id: uuid.UUID) -> dict[str, Any] | None:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(sql.query("preferences"), {"user_id": user_id})
+    return await cur.fetchone()
+
+
+async def devices(conn: AsyncConnection[Any], user_id: uuid.UUID) -> list[dict[str, Any]]:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(sql.query("devices"), {"user_id": user_id})
+    return await cur.fetchall()
+
+
 async def record_push_receipt(conn: AsyncConnection[Any], notification_id: uuid.UUID, event: str,
-                              at: datetime | None, user_id: uuid.UUID) -> ReceiptOutcome:
-    row = await _one(conn, "record_push_receipt", {"id": notification_id, "event": event, "at": at, "user_id": user_id})
+                              at: datetime | None, user_id: uuid.UUID | None,
+                              device_id: int | None = None) -> ReceiptOutcome:
+    """For a user (bearer) or a device (receipt token: user_id None)."""
+    row = await _one(conn, "record_push_receipt", {"id": notification_id, "event": event, "at": at, "user_id": user_id,
+                                                   "device_id": device_id})
     assert row is not None
     return row[0]
 
@@ -87,3 +106,10 @@ async def record_sms_status(conn: AsyncConnection[Any], sid: str, status: str, e
                                                  "done_at": done_at})
     assert row is not None
     return row[0]
+
+
+async def record_inbound_sms(conn: AsyncConnection[Any], sid: str, from_number: str, body: str) -> str:
+    """'opt_out', 'opt_in', 'stored' or 'duplicate'."""
+    row = await _one(conn, "record_inbound_sms", {"sid": sid, "from_number": from_number, "body": body})
+    assert row is not None
+    return str(row[0])

@@ -27,22 +27,26 @@ class TwilioStatusForm(BaseModel):
     RawDlrDoneDate: str | None = Field(default=None, max_length=32)
 
 
-async def verified_twilio_request(
-    request: Request, x_twilio_signature: Annotated[str | None, Header()] = None
-) -> None:
-    """403 unless X-Twilio-Signature signs the public callback URL and every form field."""
+async def check_signature(request: Request, url: str | None, url_variable: str, signature: str | None) -> None:
+    """403 unless X-Twilio-Signature signs the public webhook URL and every form field (Twilio's
+    RequestValidator). Runs before the form is parsed into a model: nothing unsigned is stored."""
     config: ApiConfig = request.app.state.config
-    if not config.twilio_auth_token or not config.twilio_status_callback_url:
-        raise ApiError(403, "forbidden", "Twilio callbacks are not configured (TWILIO_AUTH_TOKEN, "
-                                         "PRECALL_TWILIO_STATUS_CALLBACK_URL)")
-    if not x_twilio_signature:
+    if not config.twilio_auth_token or not url:
+        raise ApiError(403, "forbidden", f"this Twilio webhook is not configured (TWILIO_AUTH_TOKEN, {url_variable})")
+    if not signature:
         raise ApiError(403, "forbidden", "missing X-Twilio-Signature")
     form = await request.form()
     params = {k: str(v) for k, v in form.multi_items()}
-    if not RequestValidator(config.twilio_auth_token).validate(
-        config.twilio_status_callback_url, params, x_twilio_signature
-    ):
+    if not RequestValidator(config.twilio_auth_token).validate(url, params, signature):
         raise ApiError(403, "forbidden", "X-Twilio-Signature does not match")
+
+
+async def verified_twilio_request(
+    request: Request, x_twilio_signature: Annotated[str | None, Header()] = None
+) -> None:
+    config: ApiConfig = request.app.state.config
+    await check_signature(request, config.twilio_status_callback_url, "PRECALL_TWILIO_STATUS_CALLBACK_URL",
+                          x_twilio_signature)
 
 
 def _done_at(raw: str | None) -> datetime | None:

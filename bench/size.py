@@ -131,7 +131,7 @@ def planning(conn: psycopg.Connection) -> dict[str, object]:
 def start_api(dsn: str) -> tuple[subprocess.Popen[bytes], str]:
     port = localdb.free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PRECALL_", "TWILIO_"))}
-    env.update({"DATABASE_URL": dsn, "PRECALL_JWT_SECRET": JWT_SECRET, "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
+    env.update({"DATABASE_URL": dsn, "PRECALL_JWT_SECRET": JWT_SECRET, "PRECALL_RECEIPT_SECRET": JWT_SECRET, "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
                 "PRECALL_TWILIO_STATUS_CALLBACK_URL": CALLBACK_URL})
     proc = subprocess.Popen([sys.executable, "-m", "precall.cli", "api", "--port", str(port), "--log-level", "warning"],
                             env=env)

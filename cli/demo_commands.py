@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 
 import psycopg
@@ -140,6 +141,8 @@ def run_cmd(
     dsn = setup_cmd()
     os.environ.update({"DATABASE_URL": dsn, "PRECALL_PUSH_PROVIDER": "log", "PRECALL_SMS_PROVIDER": "log",
                        "PRECALL_POLL_INTERVAL_S": settings.demo_poll_interval()})
+    # Receipt tokens need a secret; the demo's is random and lives as long as this process.
+    os.environ.setdefault("PRECALL_RECEIPT_SECRET", secrets.token_hex(32))
     logs.configure("INFO", json_lines=False)
     typer.echo("\nrunning the dispatcher with the log providers (Ctrl-C to stop)…")
     asyncio.run(_dispatch_until_done(dsn, max_seconds))

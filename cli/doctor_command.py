@@ -98,6 +98,10 @@ def _queue(conn: psycopg.Connection) -> list[Finding]:
                            "is a dispatcher running?"))
     if stuck:
         out.append(Finding("queue", "fail", f"{stuck} preview(s) with an expired lease not yet taken over"))
+    for currency, budget, spent, share in store.sms_budget_use(conn):
+        if share is not None and share >= 0.8:
+            out.append(Finding("sms budget", "warn", f"{share * 100:.0f}% of today's {currency} SMS budget used "
+                               f"({spent} of {budget}); past 100% fallback SMS are skipped (sms_budget)"))
     expired, last = store.expired_calls(conn)
     if expired:
         out.append(Finding("calls", "warn", f"{expired} call(s) in the last 24 h expired unhanded (no dispatcher "

@@ -24,6 +24,7 @@ from precall.errors import PrecallError
 from precall.templates.messages import MessageInput, minutes_left
 from precall.dispatcher.providers import factory
 from precall.templates.render import Renderer
+from precall.dispatcher import push_targets
 from precall.dispatcher.send_preview import PreviewSender
 
 RESULT_COLUMNS = ["type", "channel", "status", "sent_at", "provider_id", "reason", "id"]
@@ -74,6 +75,7 @@ async def _send(config: Config, call_id: uuid.UUID, channel: Optional[str], forc
         async with pool.connection() as conn:
             row = await store.claim_manual_preview(conn, call_id, worker, force,
                                                    {"push": "preview_push", "sms": "preview_sms"}.get(channel or ""))
+            [row] = await push_targets.attach(conn, [row])
         sender = PreviewSender(pool, push, sms, Renderer.from_env(), config, worker)
         await sender.follow_policy()
         await sender.process(row, channel)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -117,6 +118,11 @@ def expired_calls(conn: psycopg.Connection[Any]) -> tuple[int, datetime | None]:
     """Call jobs that expired unhanded in the last 24 h, and the last one's time."""
     row = _one(conn, "expired_calls") or (0, None)
     return int(row[0]), row[1]
+
+
+def sms_budget_use(conn: psycopg.Connection[Any]) -> list[tuple[str, Decimal, Decimal, Decimal | None]]:
+    """Today's SMS spend against each currency's budget (precall.settings.sms_daily_budget)."""
+    return [(r[0], r[1], r[2], r[3]) for r in conn.execute(sql.query("sms_budget_use")).fetchall()]
 
 
 # -- manual sends and rendering ---------------------------------------------------------------------

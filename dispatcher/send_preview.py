@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import uuid
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from precall import retry
+from precall import receipt_tokens, retry
 from precall.dispatcher.db import Database
 from precall.dispatcher.channel import Path, Reachability, select_notification_path, valid_phone
 from precall.config import Config
@@ -23,7 +24,8 @@ from precall.dispatcher.providers.base import (
 )
 from precall.templates.render import RenderedPreview, Renderer
 from precall.templates.sms_pricing import estimate
-from precall.dispatcher.write_back import DatabaseOutcomes, OutcomeStore
+from precall.dispatcher.push_targets import PushTarget
+from precall.dispatcher.write_back import DatabaseOutcomes, OutcomeStore, SendPolicy
 
 log = logging.getLogger("precall.dispatcher")
 
@@ -58,15 +60,58 @@ class ClaimedPreview:
     push_enabled: bool
     notification_pref: str | None
     sms_opted_out: bool
+    # Filled in after the claim (push_targets.attach): the devices the push goes to.
+    devices: tuple[PushTarget, ...] = ()
 
     @property
     def reach(self) -> Reachability:
-        return Reachability(self.notification_pref, self.fcm_token, self.push_enabled, self.phone_number,
-                            self.sms_opted_out)
+        """Push is possible when a device is (users.fcm_token is only the devices' summary)."""
+        token = self.devices[0].fcm_token if self.devices else None
+        return Reachability(self.notification_pref, token, bool(self.devices), self.phone_number, self.sms_opted_out)
 
     def ids(self, notification_id: uuid.UUID | None = None) -> dict[str, str]:
         return {"call_id": str(self.call_id), "user_id": str(self.user_id),
                 "notification_id": str(notification_id or self.id)}
+
+
+@dataclass
+class _DeviceOutcome:
+    """What one device's send came to: accepted (FCM's message id), or the error (dead: the token is)."""
+
+    target: PushTarget
+    attempted_at: datetime
+    accepted: str | None = None
+    sent_at: datetime | None = None
+    error: ProviderError | None = None
+    dead: bool = False
+    recorded: bool = False
+
+    def as_row(self, notification_id: uuid.UUID) -> dict[str, Any]:
+        """One object of precall.store_push_deliveries' JSON."""
+        status = "sent" if self.accepted else "dead" if self.dead else "failed"
+        return {"notification_id": str(notification_id), "device_id": self.target.device_id,
+                "platform": self.target.platform, "status": status, "provider_id": self.accepted,
+                "error": self.error.code if self.error else None, "attempted_at": self.attempted_at,
+                "sent_at": self.sent_at}
+
+
+class _Fanout:
+    """The devices of one push that took it so far, written before any retry waits."""
+
+    def __init__(self, notification_id: uuid.UUID) -> None:
+        self._id = notification_id
+        self._taken: list[_DeviceOutcome] = []
+        self.first_attempt: datetime | None = None  # the preview's attempted_at
+
+    def accepted(self, outcome: _DeviceOutcome) -> None:
+        self._taken.append(outcome)
+
+    async def flush(self, outcomes: OutcomeStore, worker: str) -> None:
+        fresh = [o for o in self._taken if not o.recorded]
+        if fresh:
+            await outcomes.deliveries(self._id, worker, [o.as_row(self._id) for o in fresh])
+            for o in fresh:
+                o.recorded = True
 
 
 class PreviewSender:
@@ -94,17 +139,22 @@ class PreviewSender:
         self._renderer = renderer
         self._config = config
         self._worker = worker
-        # precall.settings.fallback_wait, re-read by follow_policy(); the deprecated
-        # PRECALL_FALLBACK_WAIT_S wins when set.
-        self.fallback_wait_s = config.fallback_wait_s or DEFAULT_FALLBACK_WAIT_S
+        # precall.settings, re-read by follow_policy(); the deprecated PRECALL_FALLBACK_WAIT_S
+        # wins over its fallback_wait when set.
+        self.policy = SendPolicy(config.fallback_wait_s or DEFAULT_FALLBACK_WAIT_S)
+
+    @property
+    def fallback_wait_s(self) -> float:
+        return self.policy.fallback_wait_s
 
     async def follow_policy(self) -> None:
-        """Reads the fleet's schedule policy from precall.settings."""
-        if self._config.fallback_wait_s is not None:
+        """Reads the fleet's policy from precall.settings."""
+        policy = await self._outcomes.policy()
+        if policy is None:
             return
-        wait = await self._outcomes.fallback_wait_s()
-        if wait is not None:
-            self.fallback_wait_s = wait
+        if self._config.fallback_wait_s is not None:
+            policy = dataclasses.replace(policy, fallback_wait_s=self._config.fallback_wait_s)
+        self.policy = policy
 
     # -- database writes ------------------------------------------------------------------------
 
@@ -148,7 +198,8 @@ class PreviewSender:
     async def _sent(self, nid: uuid.UUID, *, type_: str, channel: str, title: str | None, body: str,
                     provider_id: str, attempted_at: datetime, reason: str | None = None,
                     sms_encoding: str | None = None, sms_segments: int | None = None,
-                    cost: tuple[Any, str] | None = None, fallback_at: datetime | None = None) -> None:
+                    cost: tuple[Any, str] | None = None, fallback_at: datetime | None = None,
+                    devices: list[dict[str, Any]] | None = None) -> None:
         self._metrics.sends.labels(channel, type_, "sent").inc()
         if type_ == "fallback_sms":
             self._metrics.fallbacks_fired.inc()
@@ -157,7 +208,7 @@ class PreviewSender:
             "provider_id": provider_id, "reason": reason, "attempted_at": attempted_at, "sent_at": self._now(),
             "sms_encoding": sms_encoding, "sms_segments": sms_segments,
             "cost": cost[0] if cost else None, "currency": cost[1] if cost else None,
-            "fallback_at": fallback_at,
+            "fallback_at": fallback_at, **({"devices": devices} if devices else {}),
         })
 
     # -- the decision ---------------------------------------------------------------------------
@@ -182,6 +233,16 @@ class PreviewSender:
     def _render(self, row: ClaimedPreview, minutes: int) -> RenderedPreview:
         return self._renderer.render(MessageInput(row.coach_name, row.current_streak or 0, row.topic, row.locale, minutes),
                                      row.ids())
+
+    async def _channel_off(self, row: ClaimedPreview, nid: uuid.UUID, channel: str, type_: str) -> bool:
+        """precall.settings.push_enabled / sms_enabled: a preview on a switched-off channel is
+        skipped, never moved to the other one (the claim checks the planned type; this, the
+        channel chosen at send time, with the policy read at the last heartbeat)."""
+        if (self.policy.push_enabled if channel == "push" else self.policy.sms_enabled):
+            return False
+        await self._unsent(nid, "skipped", f"channel_disabled: {channel} is switched off "
+                           f"(precall.settings.{channel}_enabled)", type_=type_, channel=channel)
+        return True
 
     async def _process(self, row: ClaimedPreview) -> None:
         if row.type == "fallback_sms":
@@ -212,71 +273,115 @@ class PreviewSender:
 
     # -- push -----------------------------------------------------------------------------------
 
+    def _push_request(self, row: ClaimedPreview, target: PushTarget, title: str, body: str) -> PushRequest:
+        data = {"route": "incoming_call", "call_id": str(row.call_id), "notification_id": str(row.id),
+                "deadline": row.scheduled_at.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")}
+        if self._config.receipt_secret:
+            data["receipt_token"] = receipt_tokens.issue(self._config.receipt_secret, row.id, target.device_id,
+                                                         row.scheduled_at)
+        data_only = self._config.android_message == "data" and target.platform == "android"
+        return PushRequest(token=target.fcm_token, title=title, body=body, data=data, deadline=row.scheduled_at,
+                           collapse_id=str(row.call_id), data_only=data_only)
+
     async def _send_push(self, row: ClaimedPreview, with_fallback: bool) -> None:
-        assert row.fcm_token is not None
+        """One FCM message per device (the same collapse key: the call id), each device once."""
+        if await self._channel_off(row, row.id, "push", "preview_push"):
+            return
         minutes = minutes_left((row.scheduled_at - self._now()).total_seconds())
         rendered = self._render(row, minutes)
         title, body = rendered.push.title, rendered.push.body
-        request = PushRequest(
-            token=row.fcm_token, title=title, body=body,
-            data={"route": "incoming_call", "call_id": str(row.call_id), "notification_id": str(row.id),
-                  "deadline": row.scheduled_at.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")},
-            deadline=row.scheduled_at, collapse_id=str(row.call_id),
-        )
         common: dict[str, Any] = {"type_": "preview_push", "channel": "push", "title": title, "body": body}
-        await self._push_pacer.wait()  # a configured FCM rate limit: the wait counts as lateness
-        if not await self._still_ours(row.id, row):
-            return
-        attempted_at = self._now()
-        self._metrics.lateness.observe(max(0.0, (attempted_at - row.send_at).total_seconds()))
+        taken = [t for t in row.devices if t.sent_provider_id]
+        pending = [t for t in row.devices if not t.sent_provider_id]
         # Retries stop at the call, or for Path C when its SMS would have gone out anyway.
         give_up_at = row.scheduled_at
         if with_fallback and row.reach.phone:
-            give_up_at = min(give_up_at, attempted_at + timedelta(seconds=self.fallback_wait_s))
+            give_up_at = min(give_up_at, self._now() + timedelta(seconds=self.fallback_wait_s))
+        fan = _Fanout(row.id)
+        outcomes = await asyncio.gather(*(self._push_device(row, t, title, body, give_up_at, fan) for t in pending))
+        if any(o is None for o in outcomes):
+            return  # the row was taken over mid-send: its new holder writes the outcome
+        # When the first request left: a configured rate limit's wait counts as lateness.
+        attempted_at = fan.first_attempt or self._now()
+        done = [o for o in outcomes if o is not None]
+        accepted = [o for o in done if o.accepted is not None]
+        devices = [o.as_row(row.id) for o in done]
+        if accepted or taken:
+            provider_id = accepted[0].accepted if accepted else taken[0].sent_provider_id
+            assert provider_id is not None
+            # Path C: the fallback SMS is planned by the same statement that records the send.
+            fallback_at = (self._now() + timedelta(seconds=self.fallback_wait_s)
+                           if with_fallback and row.reach.phone else None)
+            notes = list(rendered.resolved.notes)
+            if len(done) > len(accepted):
+                notes.append(f"{len(accepted) + len(taken)} of {len(row.devices)} devices took it")
+            await self._sent(row.id, provider_id=provider_id, attempted_at=attempted_at,
+                             reason="; ".join(notes) or None, fallback_at=fallback_at, devices=devices, **common)
+            log.info("push sent", extra={**row.ids(), "devices": len(accepted) + len(taken),
+                                         "lateness_ms": round((attempted_at - row.send_at).total_seconds() * 1000, 1)})
+            return
+        left = await self._outcomes.deliveries(row.id, self._worker, devices)
+        first_error = next((o.error for o in done if not o.dead), None)
+        if first_error is None:  # every device's token is dead
+            dead = done[0].error
+            assert dead is not None
+            if left:
+                # A device registered meanwhile can still take the next preview: no SMS for this one.
+                await self._failed_push(row, f"token_dead: {dead.code} on {len(done)} device(s), push disabled on "
+                                        f"them; {left} other device(s) left", dead, common, attempted_at, None)
+            else:
+                await self._failed_push(row, f"token_dead: {dead.code}; push disabled on {len(done)} device(s)",
+                                        dead, common, attempted_at, f"push token dead ({dead.code})")
+            return
+        if isinstance(first_error, Transient):
+            await self._failed_push(row, f"fcm_unavailable: {first_error.code}, gave up before the deadline",
+                                    first_error, common, attempted_at,
+                                    f"push failed ({first_error.code})" if with_fallback else None)
+        else:
+            await self._failed_push(row, f"fcm_rejected: {first_error.code}", first_error, common, attempted_at,
+                                    f"push rejected ({first_error.code})" if with_fallback else None)
+
+    async def _push_device(self, row: ClaimedPreview, target: PushTarget, title: str, body: str,
+                           give_up_at: datetime, fan: _Fanout) -> _DeviceOutcome | None:
+        """Sends to one device, retrying transient errors until give_up_at; None when the row
+        stopped being ours."""
+        request = self._push_request(row, target, title, body)
         backoff = retry.FCM_TRANSIENT.attempts()
-        first = True
+        attempted_at: datetime | None = None
         while True:
+            await self._push_pacer.wait()  # a configured FCM rate limit: the wait counts as lateness
+            if not await self._still_ours(row.id, row):
+                return None
+            attempted_at = attempted_at or self._now()
+            if fan.first_attempt is None:
+                fan.first_attempt = attempted_at
+                self._metrics.lateness.observe(max(0.0, (attempted_at - row.send_at).total_seconds()))
             try:
-                if not first:
-                    await self._push_pacer.wait()
-                    if not await self._still_ours(row.id, row):
-                        return
-                first = False
                 remaining = (give_up_at - self._now()).total_seconds()
                 with self._metrics.timed("fcm"):
                     accepted = await self._push.send(request, timeout=max(0.1, min(self._config.fcm_timeout_s, remaining)))
             except DeadToken as exc:
-                await self._dead_token(row, exc, common, attempted_at)
-                return
+                return _DeviceOutcome(target, attempted_at, error=exc, dead=True)
             except Transient as exc:
                 # A timeout is ambiguous (FCM may have accepted it): a retry can deliver twice, but
                 # the shared collapse key (the call id) makes the device show one notification.
                 # FCM's Retry-After (on 429 and 503) is a floor under our own backoff.
                 floor = exc.retry_after_s or 0.0
                 if (give_up_at - self._now()).total_seconds() < max(backoff.upcoming, floor) + 1:
-                    await self._failed_push(row, f"fcm_unavailable: {exc.code}, gave up before the deadline", exc,
-                                            common, attempted_at, f"push failed ({exc.code})" if with_fallback else None)
-                    return
+                    return _DeviceOutcome(target, attempted_at, error=exc)
                 delay = max(backoff.next_delay(), floor)
-                log.info("transient FCM error %s, retrying in %.1fs", exc.code, delay, extra=row.ids())
+                log.info("transient FCM error %s, retrying in %.1fs", exc.code, delay,
+                         extra={**row.ids(), "device_id": target.device_id})
+                # The devices that took it already are written before we wait: a crash meanwhile
+                # must not send to them again.
+                await fan.flush(self._outcomes, self._worker)
                 await self._back_off(row.id, delay)
                 continue
             except ProviderError as exc:
-                await self._failed_push(row, f"fcm_rejected: {exc.code}", exc, common, attempted_at,
-                                        f"push rejected ({exc.code})" if with_fallback else None)
-                return
-            break
-        # Path C: the fallback SMS is planned by the same statement that records the send.
-        fallback_at = (self._now() + timedelta(seconds=self.fallback_wait_s)
-                       if with_fallback and row.reach.phone else None)
-        await self._sent(row.id, provider_id=accepted.provider_id, attempted_at=attempted_at,
-                         reason="; ".join(rendered.resolved.notes) or None, fallback_at=fallback_at, **common)
-        log.info("push sent", extra={**row.ids(), "lateness_ms": round((attempted_at - row.send_at).total_seconds() * 1000, 1)})
-
-    async def _dead_token(self, row: ClaimedPreview, exc: DeadToken, common: dict[str, Any], attempted_at: datetime) -> None:
-        await self._outcomes.disable_push(row.user_id, row.fcm_token)
-        await self._failed_push(row, f"token_dead: {exc.code}; push_enabled set to false", exc, common,
-                                attempted_at, f"push token dead ({exc.code})")
+                return _DeviceOutcome(target, attempted_at, error=exc)
+            outcome = _DeviceOutcome(target, attempted_at, accepted=accepted.provider_id, sent_at=self._now())
+            fan.accepted(outcome)
+            return outcome
 
     async def _failed_push(self, row: ClaimedPreview, reason: str, exc: ProviderError, common: dict[str, Any],
                            attempted_at: datetime, fallback: str | None) -> None:
@@ -300,6 +405,8 @@ class PreviewSender:
 
     async def _send_sms(self, row: ClaimedPreview, nid: uuid.UUID, type_: str, note: str | None = None) -> None:
         ids = row.ids(nid)
+        if await self._channel_off(row, nid, "sms", type_):
+            return
         phone = row.reach.phone
         if phone is None:
             why = "sms_opted_out" if row.phone_number and row.sms_opted_out else "no_phone"
@@ -322,6 +429,12 @@ class PreviewSender:
             rendered = self._render(row, minutes_left(remaining))
             sms = rendered.sms
             cost = estimate(phone, sms.segments, self._config.sms_prices)
+            if (type_ == "fallback_sms" and first_attempt_at is None and cost is not None
+                    and self.policy.sms_budget_set and await self._outcomes.sms_budget_reached(cost[1])):
+                # The brake: past the day's budget fallback SMS stop; first-channel SMS still go.
+                await self._unsent(nid, "skipped", f"sms_budget: today's {cost[1]} SMS spend reached "
+                                   "precall.settings.sms_daily_budget", type_=type_, channel="sms")
+                return
             attempted_at = self._now()
             if first_attempt_at is None:
                 first_attempt_at = attempted_at

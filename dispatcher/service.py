@@ -26,6 +26,7 @@ from precall.dispatcher.metrics import Metrics
 from precall.dispatcher.providers import factory
 from precall.dispatcher.providers.base import PushSender, SmsSender
 from precall.templates.render import Renderer
+from precall.dispatcher import push_targets
 from precall.dispatcher.send_preview import ClaimedPreview, PreviewSender
 from precall.dispatcher.systemd import SystemdNotifier
 
@@ -184,6 +185,8 @@ class Dispatcher:
             cur: psycopg.AsyncCursor[Any] = conn.cursor(row_factory=class_row(row_type))
             await cur.execute(sql.query(query), {"worker": self.worker, "limit": limit, "gone": self._gone})
             rows = await cur.fetchall()
+            if row_type is ClaimedPreview and rows:
+                rows = await push_targets.attach(conn, rows)
         started = 0
         for item in rows:
             row_id = item.id if isinstance(item, ClaimedPreview) else item.call_id

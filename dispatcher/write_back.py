@@ -14,6 +14,7 @@ import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import psycopg
@@ -128,6 +129,16 @@ class SentWriter:
             await conn.execute(sql.query("record_sent_batch"), {"rows": payload})
 
 
+@dataclass(frozen=True)
+class SendPolicy:
+    """What a sender follows from precall.settings, re-read with every heartbeat."""
+
+    fallback_wait_s: float = 30.0
+    push_enabled: bool = True
+    sms_enabled: bool = True
+    sms_budget_set: bool = False
+
+
 class OutcomeStore(Protocol):
     """Where a sender's outcomes go (the port): PostgreSQL in production (DatabaseOutcomes), a
     list in the unit tests of PreviewSender."""
@@ -138,14 +149,19 @@ class OutcomeStore(Protocol):
     async def unsent(self, params: dict[str, Any]) -> uuid.UUID | None:
         """A preview that will not be sent (precall.record_unsent); the fallback SMS row's id when one is created."""
 
-    async def disable_push(self, user_id: uuid.UUID, token: str | None) -> None: ...
+    async def deliveries(self, notification_id: uuid.UUID, worker: str, rows: list[dict[str, Any]]) -> int | None:
+        """Per-device outcomes of a push no device took (precall.record_push_deliveries): dead
+        tokens disable their device. Returns the devices the user has left (None: not our row)."""
 
     async def opt_out_sms(self, user_id: uuid.UUID, phone: str) -> None: ...
 
     async def renew_lease(self, notification_id: uuid.UUID, worker: str) -> None: ...
 
-    async def fallback_wait_s(self) -> float | None:
-        """precall.settings.fallback_wait, in seconds."""
+    async def policy(self) -> SendPolicy | None:
+        """The fleet's policy from precall.settings."""
+
+    async def sms_budget_reached(self, currency: str) -> bool:
+        """Today's SMS spend in this currency has reached precall.settings.sms_daily_budget."""
 
 
 class DatabaseOutcomes:
@@ -172,8 +188,11 @@ class DatabaseOutcomes:
         rows = await self._record("record_unsent", params, notification_id=params.get("id"))
         return rows[0][0] if rows and rows[0][0] is not None else None
 
-    async def disable_push(self, user_id: uuid.UUID, token: str | None) -> None:
-        await self._record("disable_push", {"user_id": user_id, "token": token}, user_id=user_id)
+    async def deliveries(self, notification_id: uuid.UUID, worker: str, rows: list[dict[str, Any]]) -> int | None:
+        result = await self._record("record_push_deliveries",
+                                    {"id": notification_id, "worker": worker, "rows": json.dumps(rows, default=str)},
+                                    notification_id=notification_id)
+        return result[0][0] if result else None
 
     async def opt_out_sms(self, user_id: uuid.UUID, phone: str) -> None:
         await self._record("opt_out_sms", {"user_id": user_id, "phone": phone}, user_id=user_id)
@@ -181,6 +200,13 @@ class DatabaseOutcomes:
     async def renew_lease(self, notification_id: uuid.UUID, worker: str) -> None:
         await self._exec("renew_lease", {"id": notification_id, "worker": worker})
 
-    async def fallback_wait_s(self) -> float | None:
+    async def policy(self) -> SendPolicy | None:
         rows = await self._exec("schedule_policy", {})
-        return float(rows[0][0]) if rows else None
+        if not rows:
+            return None
+        wait, push_on, sms_on, budget_set = rows[0]
+        return SendPolicy(float(wait), bool(push_on), bool(sms_on), bool(budget_set))
+
+    async def sms_budget_reached(self, currency: str) -> bool:
+        rows = await self._exec("sms_budget_reached", {"currency": currency})
+        return bool(rows and rows[0][0])

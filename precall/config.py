@@ -21,6 +21,22 @@ from precall.errors import ConfigError
 
 PushProvider = Literal["fcm", "log"]
 SmsProvider = Literal["twilio", "log"]
+AndroidMessage = Literal["notification", "data"]
+
+
+def receipt_secrets(env: Mapping[str, str]) -> tuple[str, str | None]:
+    """PRECALL_RECEIPT_SECRET (required: every push carries a receipt token made with it) and
+    PRECALL_RECEIPT_SECRET_PREVIOUS (still accepted while a rotation is under way)."""
+    secret = env.get("PRECALL_RECEIPT_SECRET") or ""
+    previous = env.get("PRECALL_RECEIPT_SECRET_PREVIOUS") or None
+    if not secret:
+        raise ConfigError("PRECALL_RECEIPT_SECRET is not set: pushes carry receipt tokens signed with it "
+                          "(32+ random characters, e.g. `openssl rand -hex 32`; the same value for the API and "
+                          "the dispatchers)")
+    for name, value in (("PRECALL_RECEIPT_SECRET", secret), ("PRECALL_RECEIPT_SECRET_PREVIOUS", previous)):
+        if value is not None and len(value) < 32:
+            raise ConfigError(f"{name} must be at least 32 characters")
+    return secret, previous
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
@@ -122,6 +138,8 @@ class Config:
     metrics_port: int | None = None
     metrics_addr: str = "127.0.0.1"
     sms_prices: dict[str, tuple[Decimal, str]] = field(default_factory=lambda: dict(DEFAULT_SMS_PRICES))
+    receipt_secret: str | None = None  # required by from_env(); tests may leave it out
+    android_message: AndroidMessage = "notification"
 
     @property
     def session_options(self) -> str:
@@ -130,8 +148,12 @@ class Config:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
         env = os.environ if env is None else env
+        secret, _ = receipt_secrets(env)
         return cls(
             database_url=database_url(env),
+            receipt_secret=secret,
+            android_message=_choice(env, "PRECALL_ANDROID_MESSAGE", "notification",  # type: ignore[arg-type]
+                                    ("notification", "data")),
             push_provider=_choice(env, "PRECALL_PUSH_PROVIDER", "fcm", ("fcm", "log")),  # type: ignore[arg-type]
             sms_provider=_choice(env, "PRECALL_SMS_PROVIDER", "twilio", ("twilio", "log")),  # type: ignore[arg-type]
             google_application_credentials=env.get("GOOGLE_APPLICATION_CREDENTIALS") or None,
@@ -201,6 +223,9 @@ class ApiConfig:
     jwt_issuer: str | None = None
     twilio_auth_token: str | None = None
     twilio_status_callback_url: str | None = None
+    twilio_inbound_url: str | None = None
+    receipt_secret: str | None = None
+    receipt_secret_previous: str | None = None
     pool_max: int = 10
     # Every API statement and lock wait is bounded: one user's row held by a DBA must not hold
     # the pool (and every other user's request) with it.
@@ -239,7 +264,11 @@ class ApiConfig:
         if public_key:
             _algorithm_for(public_key)  # one line now, not a 401 per request later
         pool_max = int(_number(env, "PRECALL_API_DB_POOL_MAX", 10, 1, 500))
+        receipt_secret, receipt_previous = receipt_secrets(env)
         return cls(
+            receipt_secret=receipt_secret,
+            receipt_secret_previous=receipt_previous,
+            twilio_inbound_url=env.get("PRECALL_TWILIO_INBOUND_URL") or None,
             database_url=database_url(env),
             jwt_secret=secret,
             jwt_public_key=public_key,
@@ -318,6 +347,7 @@ KNOWN_VARIABLES = frozenset({
     "PRECALL_JWT_MAX_LIFETIME_S", "PRECALL_API_DB_POOL_MAX",
     "PRECALL_API_MAX_BODY_BYTES", "PRECALL_API_READ_TIMEOUT_S", "PRECALL_API_HOST", "PRECALL_API_PORT",
     "PRECALL_LOG_LEVEL", "PRECALL_FR_TYPOGRAPHY", "PRECALL_STATE_DIR", "PRECALL_TEST_DATABASE_URL",
+    "PRECALL_RECEIPT_SECRET", "PRECALL_RECEIPT_SECRET_PREVIOUS", "PRECALL_ANDROID_MESSAGE", "PRECALL_TWILIO_INBOUND_URL",
 })
 
 

@@ -296,7 +296,13 @@ BEGIN
         LIMIT p_limit
         FOR UPDATE SKIP LOCKED
     ), judged AS (
-        SELECT n.id, v.verdict, v.reason
+        -- A channel switched off (precall.settings.push_enabled / sms_enabled) skips the row: its
+        -- preview is not moved to the other channel.
+        SELECT n.id,
+               CASE WHEN v.verdict = 'sending' AND off.channel IS NOT NULL THEN 'skipped' ELSE v.verdict END AS verdict,
+               CASE WHEN v.verdict = 'sending' AND off.channel IS NOT NULL
+                    THEN format('channel_disabled: %s is switched off (precall.settings.%s_enabled)', off.channel, off.channel)
+                    ELSE v.reason END AS reason
         FROM due
         JOIN notification_logs n ON n.id = due.id
         LEFT JOIN scheduled_calls c ON c.id = n.call_id
@@ -305,6 +311,11 @@ BEGIN
             'preview', c.status::text, c.scheduled_at IS DISTINCT FROM n.planned_for,
             CASE WHEN n.type = 'fallback_sms' THEN parent.delivered_at END,
             c.scheduled_at - v_now, n.attempts, v_settings) v
+        CROSS JOIN LATERAL (
+            SELECT CASE WHEN n.type = 'preview_push' AND NOT v_settings.push_enabled THEN 'push'
+                        WHEN n.type IN ('preview_sms', 'fallback_sms') AND NOT v_settings.sms_enabled THEN 'sms'
+                   END AS channel
+        ) off
     ), claimed AS (
         UPDATE notification_logs n
         SET status = j.verdict,
@@ -413,7 +424,12 @@ CREATE TABLE precall.settings (
     fallback_wait interval DEFAULT '00:00:30'::interval NOT NULL,
     heartbeat_max_age interval DEFAULT '00:00:45'::interval NOT NULL,
     max_lead interval DEFAULT '01:00:00'::interval NOT NULL,
+    device_stale_after interval DEFAULT '60 days'::interval NOT NULL,
+    push_enabled boolean DEFAULT true NOT NULL,
+    sms_enabled boolean DEFAULT true NOT NULL,
+    sms_daily_budget jsonb,
     CONSTRAINT settings_call_grace_check CHECK ((call_grace >= '00:00:10'::interval)),
+    CONSTRAINT settings_device_stale_after_check CHECK ((device_stale_after >= '1 day'::interval)),
     CONSTRAINT settings_fallback_wait_check CHECK (((fallback_wait >= '00:00:01'::interval) AND (fallback_wait <= '00:10:00'::interval))),
     CONSTRAINT settings_heartbeat_max_age_check CHECK ((heartbeat_max_age >= '00:00:20'::interval)),
     CONSTRAINT settings_lease_check CHECK ((lease >= '00:00:05'::interval)),
@@ -422,7 +438,8 @@ CREATE TABLE precall.settings (
     CONSTRAINT settings_max_lead_check CHECK (((max_lead >= '00:01:00'::interval) AND (max_lead <= '01:00:00'::interval))),
     CONSTRAINT settings_min_notice_check CHECK ((min_notice >= '00:00:05'::interval)),
     CONSTRAINT settings_retention_check CHECK ((retention >= '1 day'::interval)),
-    CONSTRAINT settings_singleton_check CHECK (singleton)
+    CONSTRAINT settings_singleton_check CHECK (singleton),
+    CONSTRAINT settings_sms_daily_budget_check CHECK (((sms_daily_budget IS NULL) OR ((jsonb_typeof(sms_daily_budget) = 'object'::text) AND (NOT jsonb_path_exists(sms_daily_budget, '$.*?(@.type() != "number" || @ < 0)'::jsonpath)))))
 );
 
 
@@ -518,6 +535,20 @@ CREATE FUNCTION precall.claimed_preview_of(n public.notification_logs) RETURNS S
     JOIN users u ON u.id = n.user_id
     LEFT JOIN coach_personas p ON p.id = u.coach_persona_id
     WHERE c.id = n.call_id
+$$;
+
+
+--
+-- Name: device_list(uuid); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.device_list(p_user uuid) RETURNS TABLE(platform text, push_enabled boolean, last_seen_at timestamp with time zone)
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT d.platform, d.push_enabled AND d.last_seen_at >= now() - s.device_stale_after, d.last_seen_at
+    FROM precall.devices d CROSS JOIN precall.settings s
+    WHERE d.user_id = p_user
+    ORDER BY d.last_seen_at DESC, d.id DESC
 $$;
 
 
@@ -692,6 +723,14 @@ BEGIN
         UNION ALL
         SELECT j.g, 'calls_expired', count(*) FILTER (WHERE j.status = 'expired'), count(*)
         FROM j GROUP BY j.g
+        UNION ALL
+        -- By platform, per device (precall.push_deliveries): which devices acknowledge. A preview
+        -- counts as delivered in push_delivery_rate when any of its devices did.
+        SELECT coalesce(pd.platform, 'none'), 'device_receipt_rate',
+               count(*) FILTER (WHERE pd.delivered_at IS NOT NULL), count(*)
+        FROM precall.push_deliveries pd JOIN notification_logs nl ON nl.id = pd.notification_id
+        WHERE p_by = 'platform' AND pd.status = 'sent' AND nl.created_at >= p_since
+        GROUP BY 1
     )
     SELECT raw.g, raw.kpi, raw.num, raw.den,
            CASE WHEN raw.den > 0 THEN round(raw.num / raw.den, 4) END,
@@ -968,7 +1007,36 @@ BEGIN
     COMMIT;
     DELETE FROM precall.call_jobs WHERE due_at < v_cutoff AND status NOT IN ('queued', 'firing');
     COMMIT;
+    DELETE FROM precall.sms_inbound WHERE received_at < v_cutoff;
+    DELETE FROM precall.sms_spend WHERE day < (v_cutoff AT TIME ZONE 'UTC')::date;
+    COMMIT;
+    -- Devices not seen for device_stale_after get no push already; now they go.
+    DELETE FROM precall.devices
+    WHERE last_seen_at < now() - (SELECT device_stale_after FROM precall.settings);
+    COMMIT;
 END
+$$;
+
+
+--
+-- Name: push_targets(uuid[]); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.push_targets(p_ids uuid[]) RETURNS TABLE(notification_id uuid, device_id bigint, fcm_token text, platform text, sent_provider_id text)
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT n.id, d.id, d.fcm_token, d.platform, pd.provider_id
+    FROM notification_logs n
+    CROSS JOIN precall.settings s
+    CROSS JOIN LATERAL (
+        SELECT d.id, d.fcm_token, d.platform FROM precall.devices d
+        WHERE d.user_id = n.user_id AND d.push_enabled AND d.last_seen_at >= now() - s.device_stale_after
+        ORDER BY d.last_seen_at DESC, d.id DESC
+        LIMIT 10
+    ) d
+    LEFT JOIN precall.push_deliveries pd ON pd.notification_id = n.id AND pd.device_id = d.id AND pd.status = 'sent'
+    WHERE n.id = ANY (p_ids)
+    ORDER BY n.id, d.id
 $$;
 
 
@@ -997,6 +1065,93 @@ BEGIN
         fired_at = clock_timestamp(), lease_owner = NULL, lease_expires_at = NULL, updated_at = clock_timestamp()
     WHERE call_id = p_call_id AND status = 'firing' AND lease_owner = p_worker;
     RETURN FOUND;
+END
+$$;
+
+
+--
+-- Name: record_device_receipt(uuid, bigint, text, timestamp with time zone, uuid); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.record_device_receipt(p_notification_id uuid, p_device_id bigint, p_event text, p_at timestamp with time zone DEFAULT clock_timestamp(), p_user uuid DEFAULT NULL::uuid) RETURNS text
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_result text := precall.record_push_receipt(p_notification_id, p_event, p_at, p_user);
+    v_at timestamptz;
+BEGIN
+    IF v_result NOT IN ('on_time', 'late', 'duplicate') THEN
+        RETURN v_result;
+    END IF;
+    SELECT least(greatest(p_at, coalesce(attempted_at, send_at, created_at)), clock_timestamp()) INTO v_at
+    FROM notification_logs WHERE id = p_notification_id;
+    IF p_device_id IS NULL THEN
+        SELECT min(device_id) INTO p_device_id FROM precall.push_deliveries
+        WHERE notification_id = p_notification_id
+        HAVING count(*) = 1;
+        IF p_device_id IS NULL THEN
+            RETURN v_result;
+        END IF;
+    END IF;
+    INSERT INTO precall.push_deliveries AS pd (notification_id, device_id, platform, status, delivered_at, opened_at)
+    SELECT p_notification_id, p_device_id, d.platform, 'sent', v_at, CASE WHEN p_event = 'opened' THEN v_at END
+    FROM (SELECT 1) one LEFT JOIN precall.devices d ON d.id = p_device_id
+    ON CONFLICT (notification_id, device_id) DO UPDATE
+        SET delivered_at = coalesce(pd.delivered_at, EXCLUDED.delivered_at),
+            opened_at = coalesce(pd.opened_at, EXCLUDED.opened_at);
+    RETURN v_result;
+END
+$$;
+
+
+--
+-- Name: record_inbound_sms(text, text, text); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.record_inbound_sms(p_sid text, p_from text, p_body text) RETURNS text
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_action text := precall.sms_consent_keyword(p_body);
+    v_changed integer := 0;
+BEGIN
+    INSERT INTO precall.sms_inbound (message_sid, from_number, body, action)
+    VALUES (p_sid, p_from, p_body, v_action)
+    ON CONFLICT (message_sid) DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN 'duplicate';
+    END IF;
+    IF v_action IS NULL THEN
+        RETURN 'stored';
+    END IF;
+    UPDATE users SET sms_opted_out = (v_action = 'opt_out')
+    WHERE phone_number = p_from AND phone_number IS NOT NULL
+      AND sms_opted_out IS DISTINCT FROM (v_action = 'opt_out');
+    GET DIAGNOSTICS v_changed = ROW_COUNT;
+    UPDATE precall.sms_inbound SET users_changed = v_changed WHERE message_sid = p_sid;
+    RETURN v_action;
+END
+$$;
+
+
+--
+-- Name: record_push_deliveries(uuid, text, jsonb); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.record_push_deliveries(p_id uuid, p_worker text, p_rows jsonb) RETURNS integer
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_user uuid;
+BEGIN
+    SELECT user_id INTO v_user FROM notification_logs
+    WHERE id = p_id AND status = 'sending' AND lease_owner = p_worker;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    PERFORM precall.store_push_deliveries(p_rows);
+    RETURN (SELECT count(*) FROM precall.devices d CROSS JOIN precall.settings s
+            WHERE d.user_id = v_user AND d.push_enabled AND d.last_seen_at >= now() - s.device_stale_after);
 END
 $$;
 
@@ -1079,6 +1234,8 @@ $$;
 CREATE FUNCTION precall.record_sent_batch(p_rows jsonb) RETURNS SETOF uuid
     LANGUAGE plpgsql
     AS $_$
+DECLARE
+    v_written uuid[];
 BEGIN
     -- SIDs in a fixed order (no deadlock between two batches), before any row lock.
     IF p_rows @? '$[*] ? (@.channel == "sms")' THEN
@@ -1087,7 +1244,6 @@ BEGIN
         WHERE r.channel = 'sms' AND r.provider_id IS NOT NULL
         ORDER BY r.provider_id;
     END IF;
-    RETURN QUERY
     WITH r AS (
         SELECT * FROM jsonb_to_recordset(p_rows) AS r(
             id uuid, worker text, type text, channel text, title text, body text, provider_id text,
@@ -1105,7 +1261,17 @@ BEGIN
             lease_owner = NULL, lease_expires_at = NULL, updated_at = clock_timestamp()
         FROM r
         WHERE n.id = r.id AND n.status = 'sending' AND n.lease_owner = r.worker
-        RETURNING n.id, n.user_id, n.call_id, n.sent_at, n.planned_for, n.delivered_at, r.fallback_at
+        RETURNING n.id, n.user_id, n.call_id, n.sent_at, n.planned_for, n.delivered_at, r.fallback_at,
+                  n.channel, n.cost_estimate, n.cost_currency
+    ), spend AS (
+        -- Today's SMS spend per currency, for the budget (precall.sms_budget_reached).
+        INSERT INTO precall.sms_spend AS sp (day, currency, amount, messages)
+        SELECT (s.sent_at AT TIME ZONE 'UTC')::date, s.cost_currency, sum(s.cost_estimate), count(*)
+        FROM sent s
+        WHERE s.channel = 'sms' AND s.cost_estimate IS NOT NULL AND s.cost_currency IS NOT NULL
+        GROUP BY 1, 2
+        ON CONFLICT (day, currency) DO UPDATE
+            SET amount = sp.amount + EXCLUDED.amount, messages = sp.messages + EXCLUDED.messages
     ), fallback AS (
         INSERT INTO notification_logs (user_id, call_id, type, channel, status, send_at, planned_for, parent_id)
         SELECT s.user_id, s.call_id, 'fallback_sms', 'sms', 'queued', s.fallback_at, s.planned_for, s.id
@@ -1118,7 +1284,16 @@ BEGIN
         FROM (SELECT call_id, planned_for, min(sent_at) AS first_sent_at FROM sent GROUP BY call_id, planned_for) s
         WHERE c.id = s.call_id AND c.scheduled_at = s.planned_for
     )
-    SELECT s.id FROM sent s;
+    SELECT coalesce(array_agg(s.id), '{}') INTO v_written FROM sent s;
+    -- Per-device outcomes of the pushes written (a row taken over meanwhile is not).
+    IF p_rows @? '$[*].devices[*]' THEN
+        PERFORM precall.store_push_deliveries(coalesce(jsonb_agg(d.device), '[]'))
+        FROM jsonb_array_elements(p_rows) AS r(row)
+        CROSS JOIN LATERAL jsonb_array_elements(
+            CASE WHEN jsonb_typeof(r.row -> 'devices') = 'array' THEN r.row -> 'devices' ELSE '[]' END) AS d(device)
+        WHERE (r.row ->> 'id')::uuid = ANY (v_written);
+    END IF;
+    RETURN QUERY SELECT unnest(v_written);
 END
 $_$;
 
@@ -1182,15 +1357,22 @@ $$;
 CREATE FUNCTION precall.register_device(p_user uuid, p_token text, p_platform text, p_push_enabled boolean) RETURNS boolean
     LANGUAGE plpgsql
     AS $$
+DECLARE
+    v_tries integer := 0;
 BEGIN
+    PERFORM 1 FROM users WHERE id = p_user;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
     LOOP
         BEGIN
-            UPDATE users SET fcm_token = p_token, platform = p_platform, push_enabled = p_push_enabled
-            WHERE id = p_user;
-            RETURN FOUND;
-        EXCEPTION WHEN unique_violation THEN
-            -- Another registration of this token committed meanwhile: move it again.
-            NULL;
+            PERFORM precall.upsert_device(p_user, p_token, p_platform, p_push_enabled);
+            RETURN true;
+        EXCEPTION WHEN unique_violation OR deadlock_detected THEN
+            v_tries := v_tries + 1;
+            IF v_tries >= 5 THEN
+                RAISE;
+            END IF;
         END;
     END LOOP;
 END
@@ -1239,6 +1421,131 @@ CREATE FUNCTION precall.renew_leases(p_worker text, p_ids uuid[]) RETURNS SETOF 
         RETURNING j.call_id
     )
     SELECT id FROM previews UNION ALL SELECT call_id FROM calls
+$$;
+
+
+--
+-- Name: sms_budget_reached(text); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.sms_budget_reached(p_currency text) RETURNS boolean
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT coalesce((
+        SELECT coalesce(sp.amount, 0) >= (s.sms_daily_budget ->> p_currency)::numeric
+        FROM precall.settings s
+        LEFT JOIN precall.sms_spend sp
+               ON sp.day = (now() AT TIME ZONE 'UTC')::date AND sp.currency = p_currency
+        WHERE s.sms_daily_budget ? p_currency), false)
+$$;
+
+
+--
+-- Name: sms_budget_use(); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.sms_budget_use() RETURNS TABLE(currency text, budget numeric, spent numeric, share numeric)
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT b.key, b.value::numeric, coalesce(sp.amount, 0),
+           CASE WHEN b.value::numeric > 0 THEN round(coalesce(sp.amount, 0) / b.value::numeric, 4) END
+    FROM precall.settings s
+    CROSS JOIN LATERAL jsonb_each_text(coalesce(s.sms_daily_budget, '{}')) b
+    LEFT JOIN precall.sms_spend sp ON sp.day = (now() AT TIME ZONE 'UTC')::date AND sp.currency = b.key
+    ORDER BY b.key
+$$;
+
+
+--
+-- Name: sms_consent_keyword(text); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.sms_consent_keyword(p_body text) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    AS $$
+    SELECT CASE regexp_replace(upper(coalesce(p_body, '')), '[^A-Z]', '', 'g')
+               WHEN 'STOP' THEN 'opt_out' WHEN 'STOPALL' THEN 'opt_out' WHEN 'UNSUBSCRIBE' THEN 'opt_out'
+               WHEN 'CANCEL' THEN 'opt_out' WHEN 'END' THEN 'opt_out' WHEN 'QUIT' THEN 'opt_out'
+               WHEN 'START' THEN 'opt_in' WHEN 'YES' THEN 'opt_in' WHEN 'UNSTOP' THEN 'opt_in'
+           END
+$$;
+
+
+--
+-- Name: store_push_deliveries(jsonb); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.store_push_deliveries(p_rows jsonb) RETURNS void
+    LANGUAGE sql
+    AS $$
+    WITH r AS (
+        SELECT * FROM jsonb_to_recordset(p_rows) AS r(
+            notification_id uuid, device_id bigint, platform text, status text, provider_id text, error text,
+            attempted_at timestamptz, sent_at timestamptz)
+    ), stored AS (
+        INSERT INTO precall.push_deliveries AS pd (notification_id, device_id, platform, status, provider_id, error,
+                                                   attempted_at, sent_at)
+        SELECT notification_id, device_id, platform, status, provider_id, error, attempted_at, sent_at FROM r
+        ON CONFLICT (notification_id, device_id) DO UPDATE
+            SET status = EXCLUDED.status, provider_id = coalesce(EXCLUDED.provider_id, pd.provider_id),
+                error = EXCLUDED.error, attempted_at = coalesce(pd.attempted_at, EXCLUDED.attempted_at),
+                sent_at = coalesce(EXCLUDED.sent_at, pd.sent_at)
+    )
+    UPDATE precall.devices d
+    SET push_enabled = false, disabled_reason = 'dead_token: ' || coalesce(r.error, 'FCM')
+    FROM r
+    WHERE r.status = 'dead' AND d.id = r.device_id AND d.push_enabled
+$$;
+
+
+--
+-- Name: sync_push_summary(uuid); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.sync_push_summary(p_user uuid) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_token text;
+    v_platform text;
+    v_enabled boolean;
+    v_prev text := coalesce(current_setting('precall.devices_sync', true), '');
+BEGIN
+    IF p_user IS NULL THEN
+        RETURN;
+    END IF;
+    SELECT d.fcm_token, d.platform, d.push_enabled INTO v_token, v_platform, v_enabled
+    FROM precall.devices d
+    WHERE d.user_id = p_user
+    ORDER BY d.push_enabled DESC, d.last_seen_at DESC, d.id DESC
+    LIMIT 1;
+    PERFORM set_config('precall.devices_sync', 'on', true);
+    UPDATE users
+    SET fcm_token = v_token, platform = coalesce(v_platform, platform), push_enabled = coalesce(v_enabled, false)
+    WHERE id = p_user
+      AND (fcm_token IS DISTINCT FROM v_token OR platform IS DISTINCT FROM coalesce(v_platform, platform)
+           OR push_enabled IS DISTINCT FROM coalesce(v_enabled, false));
+    PERFORM set_config('precall.devices_sync', v_prev, true);
+END
+$$;
+
+
+--
+-- Name: tg_devices__summary(); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.tg_devices__summary() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF TG_OP IN ('UPDATE', 'DELETE') AND (TG_OP = 'DELETE' OR OLD.user_id <> NEW.user_id) THEN
+        PERFORM precall.sync_push_summary(OLD.user_id);  -- first: it frees the token for the new holder
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        PERFORM precall.sync_push_summary(NEW.user_id);
+    END IF;
+    RETURN NULL;
+END
 $$;
 
 
@@ -1346,6 +1653,44 @@ $$;
 
 
 --
+-- Name: tg_users__devices_follow(); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.tg_users__devices_follow() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF coalesce(current_setting('precall.devices_sync', true), '') = 'on' THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'INSERT' OR NEW.fcm_token IS DISTINCT FROM OLD.fcm_token THEN
+        IF coalesce(NEW.fcm_token, '') <> '' THEN
+            PERFORM precall.upsert_device(NEW.id, NEW.fcm_token, NEW.platform, coalesce(NEW.push_enabled, false),
+                                          'users.push_enabled');
+        END IF;
+        IF TG_OP = 'UPDATE' AND coalesce(OLD.fcm_token, '') <> '' THEN
+            IF coalesce(NEW.fcm_token, '') = '' THEN
+                DELETE FROM precall.devices WHERE fcm_token = OLD.fcm_token AND user_id = NEW.id;
+            END IF;
+        END IF;
+    ELSIF NEW.push_enabled IS DISTINCT FROM OLD.push_enabled THEN
+        IF coalesce(NEW.push_enabled, false) THEN
+            UPDATE precall.devices SET push_enabled = true, disabled_reason = NULL
+            WHERE user_id = NEW.id AND NOT push_enabled
+              AND (fcm_token = NEW.fcm_token OR disabled_reason = 'users.push_enabled');
+        ELSE
+            UPDATE precall.devices SET push_enabled = false, disabled_reason = 'users.push_enabled'
+            WHERE user_id = NEW.id AND push_enabled;
+        END IF;
+    ELSIF NEW.platform IS DISTINCT FROM OLD.platform AND coalesce(NEW.fcm_token, '') <> '' THEN
+        UPDATE precall.devices SET platform = NEW.platform WHERE fcm_token = NEW.fcm_token AND user_id = NEW.id;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+
+--
 -- Name: tg_users__lead_within_policy(); Type: FUNCTION; Schema: precall; Owner: -
 --
 
@@ -1358,6 +1703,22 @@ BEGIN
     IF make_interval(mins => NEW.notification_lead_min) > v_max THEN
         RAISE EXCEPTION 'notification_lead_min % is longer than the longest lead allowed (precall.settings.max_lead = %)',
             NEW.notification_lead_min, v_max USING ERRCODE = '23514';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+
+--
+-- Name: tg_users__new_number_consents(); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.tg_users__new_number_consents() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF NEW.sms_opted_out IS NOT DISTINCT FROM OLD.sms_opted_out THEN
+        NEW.sms_opted_out := false;
     END IF;
     RETURN NEW;
 END
@@ -1393,6 +1754,33 @@ BEGIN
     WHERE fcm_token = NEW.fcm_token AND id <> NEW.id;
     RETURN NEW;
 END
+$$;
+
+
+--
+-- Name: unregister_device(uuid, text); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.unregister_device(p_user uuid, p_token text) RETURNS void
+    LANGUAGE sql
+    AS $$
+    DELETE FROM precall.devices WHERE fcm_token = p_token AND user_id = p_user
+$$;
+
+
+--
+-- Name: upsert_device(uuid, text, text, boolean, text); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.upsert_device(p_user uuid, p_token text, p_platform text, p_push_enabled boolean, p_disabled_reason text DEFAULT 'app'::text) RETURNS void
+    LANGUAGE sql
+    AS $$
+    INSERT INTO precall.devices AS d (user_id, fcm_token, platform, push_enabled, disabled_reason, last_seen_at)
+    VALUES (p_user, p_token, p_platform, p_push_enabled, CASE WHEN NOT p_push_enabled THEN p_disabled_reason END, now())
+    ON CONFLICT (fcm_token) DO UPDATE
+        SET user_id = EXCLUDED.user_id, platform = coalesce(EXCLUDED.platform, d.platform),
+            push_enabled = EXCLUDED.push_enabled, disabled_reason = EXCLUDED.disabled_reason,
+            last_seen_at = EXCLUDED.last_seen_at
 $$;
 
 
@@ -1458,6 +1846,36 @@ CREATE TABLE precall.call_jobs (
 
 
 --
+-- Name: devices; Type: TABLE; Schema: precall; Owner: -
+--
+
+CREATE TABLE precall.devices (
+    id bigint NOT NULL,
+    user_id uuid NOT NULL,
+    fcm_token text NOT NULL,
+    platform text,
+    push_enabled boolean DEFAULT true NOT NULL,
+    disabled_reason text,
+    last_seen_at timestamp with time zone DEFAULT now() NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+
+--
+-- Name: devices_id_seq; Type: SEQUENCE; Schema: precall; Owner: -
+--
+
+ALTER TABLE precall.devices ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME precall.devices_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+
+--
 -- Name: kpi_targets; Type: TABLE; Schema: precall; Owner: -
 --
 
@@ -1506,6 +1924,25 @@ CREATE VIEW precall.notification_facts AS
 
 
 --
+-- Name: push_deliveries; Type: TABLE; Schema: precall; Owner: -
+--
+
+CREATE TABLE precall.push_deliveries (
+    notification_id uuid NOT NULL,
+    device_id bigint NOT NULL,
+    platform text,
+    status text NOT NULL,
+    provider_id text,
+    error text,
+    attempted_at timestamp with time zone,
+    sent_at timestamp with time zone,
+    delivered_at timestamp with time zone,
+    opened_at timestamp with time zone,
+    CONSTRAINT push_deliveries_status_check CHECK ((status = ANY (ARRAY['sent'::text, 'failed'::text, 'dead'::text])))
+);
+
+
+--
 -- Name: schema_migrations; Type: TABLE; Schema: precall; Owner: -
 --
 
@@ -1525,6 +1962,33 @@ CREATE TABLE precall.schema_repeatables (
     name text NOT NULL,
     checksum text NOT NULL,
     applied_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+
+--
+-- Name: sms_inbound; Type: TABLE; Schema: precall; Owner: -
+--
+
+CREATE TABLE precall.sms_inbound (
+    message_sid text NOT NULL,
+    from_number text NOT NULL,
+    body text NOT NULL,
+    action text,
+    users_changed integer DEFAULT 0 NOT NULL,
+    received_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT sms_inbound_action_check CHECK ((action = ANY (ARRAY['opt_out'::text, 'opt_in'::text])))
+);
+
+
+--
+-- Name: sms_spend; Type: TABLE; Schema: precall; Owner: -
+--
+
+CREATE TABLE precall.sms_spend (
+    day date NOT NULL,
+    currency character(3) NOT NULL,
+    amount numeric(12,4) DEFAULT 0 NOT NULL,
+    messages integer DEFAULT 0 NOT NULL
 );
 
 
@@ -1571,6 +2035,22 @@ ALTER TABLE ONLY precall.call_jobs
 
 
 --
+-- Name: devices devices_fcm_token_key; Type: CONSTRAINT; Schema: precall; Owner: -
+--
+
+ALTER TABLE ONLY precall.devices
+    ADD CONSTRAINT devices_fcm_token_key UNIQUE (fcm_token);
+
+
+--
+-- Name: devices devices_pkey; Type: CONSTRAINT; Schema: precall; Owner: -
+--
+
+ALTER TABLE ONLY precall.devices
+    ADD CONSTRAINT devices_pkey PRIMARY KEY (id);
+
+
+--
 -- Name: dispatchers dispatchers_pkey; Type: CONSTRAINT; Schema: precall; Owner: -
 --
 
@@ -1584,6 +2064,14 @@ ALTER TABLE ONLY precall.dispatchers
 
 ALTER TABLE ONLY precall.kpi_targets
     ADD CONSTRAINT kpi_targets_pkey PRIMARY KEY (kpi);
+
+
+--
+-- Name: push_deliveries push_deliveries_pkey; Type: CONSTRAINT; Schema: precall; Owner: -
+--
+
+ALTER TABLE ONLY precall.push_deliveries
+    ADD CONSTRAINT push_deliveries_pkey PRIMARY KEY (notification_id, device_id);
 
 
 --
@@ -1608,6 +2096,22 @@ ALTER TABLE ONLY precall.schema_repeatables
 
 ALTER TABLE ONLY precall.settings
     ADD CONSTRAINT settings_pkey PRIMARY KEY (singleton);
+
+
+--
+-- Name: sms_inbound sms_inbound_pkey; Type: CONSTRAINT; Schema: precall; Owner: -
+--
+
+ALTER TABLE ONLY precall.sms_inbound
+    ADD CONSTRAINT sms_inbound_pkey PRIMARY KEY (message_sid);
+
+
+--
+-- Name: sms_spend sms_spend_pkey; Type: CONSTRAINT; Schema: precall; Owner: -
+--
+
+ALTER TABLE ONLY precall.sms_spend
+    ADD CONSTRAINT sms_spend_pkey PRIMARY KEY (day, currency);
 
 
 --
@@ -1694,6 +2198,27 @@ CREATE INDEX call_jobs_active_due_idx ON precall.call_jobs USING btree (due_at) 
 --
 
 CREATE INDEX call_jobs_firing_lease_idx ON precall.call_jobs USING btree (lease_expires_at) WHERE (status = 'firing'::text);
+
+
+--
+-- Name: devices_last_seen_idx; Type: INDEX; Schema: precall; Owner: -
+--
+
+CREATE INDEX devices_last_seen_idx ON precall.devices USING btree (last_seen_at);
+
+
+--
+-- Name: devices_user_idx; Type: INDEX; Schema: precall; Owner: -
+--
+
+CREATE INDEX devices_user_idx ON precall.devices USING btree (user_id, last_seen_at DESC);
+
+
+--
+-- Name: sms_inbound_received_idx; Type: INDEX; Schema: precall; Owner: -
+--
+
+CREATE INDEX sms_inbound_received_idx ON precall.sms_inbound USING btree (received_at);
 
 
 --
@@ -1795,6 +2320,20 @@ CREATE INDEX users_notification_lead_min_idx ON public.users USING btree (notifi
 
 
 --
+-- Name: users_phone_number_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX users_phone_number_idx ON public.users USING btree (phone_number) WHERE (phone_number IS NOT NULL);
+
+
+--
+-- Name: devices _100_summary; Type: TRIGGER; Schema: precall; Owner: -
+--
+
+CREATE TRIGGER _100_summary AFTER INSERT OR DELETE OR UPDATE ON precall.devices FOR EACH ROW EXECUTE FUNCTION precall.tg_devices__summary();
+
+
+--
 -- Name: call_jobs _300_reason_code_on_insert; Type: TRIGGER; Schema: precall; Owner: -
 --
 
@@ -1837,6 +2376,13 @@ CREATE TRIGGER _310_lead_within_policy BEFORE INSERT OR UPDATE OF notification_l
 
 
 --
+-- Name: users _320_new_number_consents; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _320_new_number_consents BEFORE UPDATE OF phone_number ON public.users FOR EACH ROW WHEN (((new.phone_number IS DISTINCT FROM old.phone_number) AND new.sms_opted_out)) EXECUTE FUNCTION precall.tg_users__new_number_consents();
+
+
+--
 -- Name: scheduled_calls _400_preview_sent_follows_time; Type: TRIGGER; Schema: public; Owner: -
 --
 
@@ -1848,6 +2394,13 @@ CREATE TRIGGER _400_preview_sent_follows_time BEFORE UPDATE OF scheduled_at ON p
 --
 
 CREATE TRIGGER _400_token_moves BEFORE INSERT OR UPDATE OF fcm_token ON public.users FOR EACH ROW WHEN ((new.fcm_token IS NOT NULL)) EXECUTE FUNCTION precall.tg_users__token_moves();
+
+
+--
+-- Name: users _410_devices_follow; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _410_devices_follow AFTER INSERT OR UPDATE OF fcm_token, platform, push_enabled ON public.users FOR EACH ROW EXECUTE FUNCTION precall.tg_users__devices_follow();
 
 
 --
@@ -1884,6 +2437,22 @@ CREATE TRIGGER _500_replan_previews AFTER UPDATE OF notification_lead_min, notif
 
 ALTER TABLE ONLY precall.call_jobs
     ADD CONSTRAINT call_jobs_call_id_fkey FOREIGN KEY (call_id) REFERENCES public.scheduled_calls(id) ON DELETE CASCADE;
+
+
+--
+-- Name: devices devices_user_id_fkey; Type: FK CONSTRAINT; Schema: precall; Owner: -
+--
+
+ALTER TABLE ONLY precall.devices
+    ADD CONSTRAINT devices_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE CASCADE;
+
+
+--
+-- Name: push_deliveries push_deliveries_notification_id_fkey; Type: FK CONSTRAINT; Schema: precall; Owner: -
+--
+
+ALTER TABLE ONLY precall.push_deliveries
+    ADD CONSTRAINT push_deliveries_notification_id_fkey FOREIGN KEY (notification_id) REFERENCES public.notification_logs(id) ON DELETE CASCADE;
 
 
 --

@@ -327,7 +327,9 @@ def test_healthz_and_openapi(api) -> None:
     paths = httpx.get(f"{api.url}/openapi.json").json()["paths"]
     assert {"/api/v1/notifications/register-device", "/api/v1/users/notification-preferences",
             "/api/v1/notifications/history", "/api/v1/notifications/{notification_id}/receipt",
-            "/api/v1/webhooks/twilio/status", "/healthz"} <= set(paths)
+            "/api/v1/webhooks/twilio/status", "/healthz", "/api/v1/notifications/unregister-device",
+            "/api/v1/webhooks/twilio/inbound"} <= set(paths)
+    assert "get" in paths["/api/v1/users/notification-preferences"]
 
 
 def test_healthz_is_503_when_the_database_is_gone(db, start_api, pg_server) -> None:

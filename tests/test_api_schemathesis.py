@@ -18,7 +18,7 @@ import httpx
 import psycopg
 
 from plugins.database import Factory, fresh_db
-from plugins.processes import STATUS_CALLBACK_URL, ApiProcess, api_env, user_token
+from plugins.processes import INBOUND_URL, STATUS_CALLBACK_URL, ApiProcess, api_env, user_token
 from precall.api.app import create_app
 from precall.config import ApiConfig
 
@@ -56,9 +56,9 @@ def _is_uuid(text: str) -> bool:
     return True
 
 
-def _twilio_signature(body: Any) -> str:
+def _twilio_signature(body: Any, url: str) -> str:
     params = {k: str(v) for k, v in body.items() if v is not None} if isinstance(body, dict) else {}
-    return RequestValidator("test-auth-token").compute_signature(STATUS_CALLBACK_URL, params)
+    return RequestValidator("test-auth-token").compute_signature(url, params)
 
 
 @schema.parametrize()
@@ -71,7 +71,9 @@ def test_api_conforms_to_its_openapi(case, seeded_api) -> None:
         case.path_parameters["notification_id"] = push_id
     headers = {"Authorization": f"Bearer {user_token(uid)}"}
     if case.path.endswith("/webhooks/twilio/status"):
-        headers = {"X-Twilio-Signature": _twilio_signature(case.body)}
+        headers = {"X-Twilio-Signature": _twilio_signature(case.body, STATUS_CALLBACK_URL)}
+    if case.path.endswith("/webhooks/twilio/inbound"):
+        headers = {"X-Twilio-Signature": _twilio_signature(case.body, INBOUND_URL)}
     response = case.call_and_validate(base_url=api.url, headers=headers)
     SEEN.setdefault(case.operation.label, []).append(response.status_code)
 
@@ -80,12 +82,12 @@ def test_api_conforms_to_its_openapi(case, seeded_api) -> None:
 def test_the_fuzzing_reached_the_handlers() -> None:
     """An all-401 (or all-403) run proves nothing: every operation must have answered 2xx too,
     over at least 50 requests (GET /healthz takes no input: hypothesis stops once it has tried
-    the few requests there are)."""
+    the few requests there are; so does GET of the preferences)."""
     assert len(SEEN) == len(OPERATIONS), sorted(SEEN)
     for operation, statuses in SEEN.items():
         print(operation, len(statuses), sorted(set(statuses)))
         assert any(200 <= s < 300 for s in statuses), (operation, sorted(set(statuses)))
-        if operation != "GET /healthz":
+        if operation not in ("GET /healthz", "GET /api/v1/users/notification-preferences"):
             assert len(statuses) >= 50, (operation, len(statuses))
 
 

@@ -89,7 +89,7 @@ def test_templates_check_and_render_from_the_wheel(shipped: Path, tmp_path: Path
 
 def test_migrate_and_send_one_preview_from_the_wheel(shipped: Path, tmp_path: Path, empty_db: str) -> None:
     env = clean_env(DATABASE_URL=empty_db, PRECALL_PUSH_PROVIDER="log", PRECALL_SMS_PROVIDER="log",
-                    PRECALL_POLL_INTERVAL_S="1")
+                    PRECALL_POLL_INTERVAL_S="1", PRECALL_RECEIPT_SECRET="r" * 32)
     migrated = run(shipped, "db", "migrate", env=env, cwd=tmp_path)
     assert migrated.returncode == 0, migrated.stderr
     with psycopg.connect(empty_db, autocommit=True) as conn:

@@ -2,10 +2,11 @@
 counted at the fakes."""
 
 import time
-from datetime import timezone
+from datetime import datetime, timezone
 
 
-from plugins.processes import precall_cli, wait_until
+from plugins.processes import RECEIPT_SECRET, precall_cli, wait_until
+from precall import receipt_tokens
 
 
 def send_at(conn, call_id):
@@ -45,8 +46,11 @@ def test_path_a_push_en_on_time_with_the_full_payload(conn, make, fake_fcm, fake
     assert m["token"] == "tok-en-1"
     assert fake_fcm.state.token_requests >= 1  # the service account's token_uri was honoured
     assert m["notification"] == {"title": "Coach Max is calling in 1 min! 💪", "body": "Day 12: your fitness goal check-in."}
+    receipt = m["data"].pop("receipt_token")
     assert m["data"] == {"route": "incoming_call", "call_id": call, "notification_id": str(row["id"]),
                          "deadline": T.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")}
+    # The app acknowledges with it, without a session (tests/test_devices.py).
+    assert receipt_tokens.verify(receipt, row["id"], [RECEIPT_SECRET], datetime.now(timezone.utc)) is not None
     assert m["android"]["priority"] == "high" and m["android"]["collapse_key"] == call
     # A duplicate (re-send after a crash or a timeout) replaces the shown notification: Android
     # by its tag, iOS by apns-collapse-id.

@@ -15,11 +15,15 @@ from typing import Any
 
 import pytest
 
+from precall import receipt_tokens
 from precall.config import Config
+from precall.dispatcher.providers.fcm import build_message
 from precall.dispatcher.providers.base import (
     Accepted, DeadToken, PushRequest, SmsOptedOut, SmsRequest, Transient,
 )
+from precall.dispatcher.push_targets import PushTarget
 from precall.dispatcher.send_preview import ClaimedPreview, PreviewSender
+from precall.dispatcher.write_back import SendPolicy
 from precall.templates.render import Renderer
 
 pytestmark = pytest.mark.unit
@@ -87,6 +91,7 @@ class Outcomes:
     """The outcome store, in memory: what the sender would have written, in order."""
 
     fallback_wait: float | None = None
+    devices_left: int = 0
     writes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     renewed: list[uuid.UUID] = field(default_factory=list)
 
@@ -97,8 +102,9 @@ class Outcomes:
         self.writes.append(("unsent", params))
         return uuid.uuid4() if params.get("fallback_reason") else None
 
-    async def disable_push(self, user_id: uuid.UUID, token: str | None) -> None:
-        self.writes.append(("disable_push", {"user_id": user_id, "token": token}))
+    async def deliveries(self, notification_id: uuid.UUID, worker: str, rows: list[dict[str, Any]]) -> int | None:
+        self.writes.append(("deliveries", {"id": notification_id, "rows": rows}))
+        return self.devices_left
 
     async def opt_out_sms(self, user_id: uuid.UUID, phone: str) -> None:
         self.writes.append(("opt_out_sms", {"user_id": user_id, "phone": phone}))
@@ -106,8 +112,11 @@ class Outcomes:
     async def renew_lease(self, notification_id: uuid.UUID, worker: str) -> None:
         self.renewed.append(notification_id)  # a one-off sender's own renewal while it backs off
 
-    async def fallback_wait_s(self) -> float | None:
-        return self.fallback_wait
+    async def policy(self) -> SendPolicy | None:
+        return SendPolicy(self.fallback_wait) if self.fallback_wait is not None else None
+
+    async def sms_budget_reached(self, currency: str) -> bool:
+        return False
 
     def kinds(self) -> list[str]:
         return [k for k, _ in self.writes]
@@ -119,7 +128,10 @@ def preview(**overrides: Any) -> ClaimedPreview:
         id=uuid.uuid4(), call_id=uuid.uuid4(), user_id=uuid.uuid4(), type="preview_push", parent_id=None,
         send_at=T0, scheduled_at=T0 + timedelta(minutes=5), attempts=1, topic="fitness_checkin",
         phone_number="+15555550100", locale="en", coach_name="Max", current_streak=12, fcm_token="tok-1",
-        platform="android", push_enabled=True, notification_pref="push_only", sms_opted_out=False)
+        platform="android", push_enabled=True, notification_pref="push_only", sms_opted_out=False,
+        devices=(PushTarget(1, "tok-1", "android"),))
+    if overrides.get("fcm_token", "tok-1") is None:
+        overrides["devices"] = ()  # no device left: the users row's summary has no token either
     return replace(row, **overrides)
 
 
@@ -198,7 +210,7 @@ def test_a_dead_token_disables_push_and_the_sms_goes_at_once() -> None:
     r = rig(push=[DeadToken("UNREGISTERED", "Requested entity was not found.")])
     row = preview(notification_pref="push_and_sms")
     r.run(row)
-    assert r.outcomes.kinds() == ["disable_push", "unsent", "sent"]
+    assert r.outcomes.kinds() == ["deliveries", "unsent", "sent"]
     failed = r.outcomes.writes[1][1]
     assert failed["reason"].startswith("token_dead: UNREGISTERED") and failed["fallback_reason"]
     [(at, sms)] = r.sms.sent
@@ -214,7 +226,7 @@ def test_fcm_unavailable_is_retried_until_the_fallback_would_have_gone_then_the_
     assert all(at < T0 + timedelta(seconds=30) for at, _, _ in r.push.sent)
     assert all(timeout <= 5.0 for _, _, timeout in r.push.sent)
     kinds = r.outcomes.kinds()
-    assert kinds == ["unsent", "sent"] and len(r.outcomes.renewed) == len(r.push.sent) - 1
+    assert kinds == ["deliveries", "unsent", "sent"] and len(r.outcomes.renewed) == len(r.push.sent) - 1
     failed = r.outcomes.writes[-2][1]
     assert failed["status"] == "failed" and failed["reason"].startswith("fcm_unavailable: UNAVAILABLE")
     [(sms_at, _)] = r.sms.sent
@@ -288,7 +300,7 @@ def test_a_retry_after_past_the_fallback_sends_the_sms_at_once() -> None:
     r = rig(push=[Transient("UNAVAILABLE", "503", retry_after_s=60.0)], fallback_wait=30)
     r.run(preview(notification_pref="push_and_sms"))
     assert len(r.push.sent) == 1 and r.clock.slept == []
-    assert r.outcomes.kinds() == ["unsent", "sent"] and len(r.sms.sent) == 1
+    assert r.outcomes.kinds() == ["deliveries", "unsent", "sent"] and len(r.sms.sent) == 1
 
 
 def test_twilio_20429_is_retried_while_the_sms_can_land_before_the_call() -> None:
@@ -307,3 +319,80 @@ def test_twilio_20429_near_the_call_fails_the_row() -> None:
     assert len(r.sms.sent) == 1
     [(kind, written)] = r.outcomes.writes
     assert written["status"] == "failed" and written["reason"].startswith("twilio_error: 20429")
+
+
+# --- several devices (issue 17) -------------------------------------------------------------------
+
+TWO = (PushTarget(1, "tok-android", "android"), PushTarget(2, "tok-ios", "ios"))
+
+
+def test_each_device_gets_its_own_push_with_its_own_receipt_token_and_one_row_is_written() -> None:
+    r = rig(receipt_secret="s" * 32)
+    row = preview(devices=TWO)
+    r.run(row)
+    requests = [req for _, req, _ in r.push.sent]
+    assert sorted(req.token for req in requests) == ["tok-android", "tok-ios"]
+    assert {req.collapse_id for req in requests} == {str(row.call_id)}
+    tokens = {req.token: req.data["receipt_token"] for req in requests}
+    assert receipt_tokens.verify(tokens["tok-ios"], row.id, ["s" * 32], T0) == 2
+    assert receipt_tokens.verify(tokens["tok-android"], row.id, ["s" * 32], T0) == 1
+    [(kind, written)] = r.outcomes.writes
+    assert kind == "sent" and [d["status"] for d in written["devices"]] == ["sent", "sent"]
+
+
+def test_a_device_that_took_it_before_a_crash_is_not_sent_again() -> None:
+    r = rig()
+    r.run(preview(devices=(replace(TWO[0], sent_provider_id="projects/p/messages/earlier"), TWO[1])))
+    assert [req.token for _, req, _ in r.push.sent] == ["tok-ios"]
+    [(kind, written)] = r.outcomes.writes
+    assert kind == "sent"
+
+
+def test_a_dead_token_on_one_of_two_devices_is_no_reason_for_an_sms() -> None:
+    r = rig(push=[DeadToken("UNREGISTERED", "Requested entity was not found."), None])
+    r.run(preview(notification_pref="push_and_sms", devices=TWO))
+    assert r.sms.sent == []
+    [(kind, written)] = r.outcomes.writes
+    assert kind == "sent" and written["fallback_at"] is not None  # Path C still waits for a receipt
+    assert sorted(d["status"] for d in written["devices"]) == ["dead", "sent"]
+
+
+def test_every_device_dead_but_one_registered_meanwhile_means_no_fallback_sms() -> None:
+    dead = DeadToken("UNREGISTERED", "Requested entity was not found.")
+    r = rig(push=[dead, dead])
+    r.outcomes.devices_left = 1
+    r.run(preview(notification_pref="push_and_sms", devices=TWO))
+    assert r.sms.sent == []
+    assert r.outcomes.kinds() == ["deliveries", "unsent"]
+    assert r.outcomes.writes[1][1]["reason"].startswith("token_dead") and not r.outcomes.writes[1][1]["fallback_reason"]
+
+
+def test_android_data_messages_only_for_android_devices() -> None:
+    r = rig(android_message="data")
+    r.run(preview(devices=TWO))
+    by_token = {req.token: req for _, req, _ in r.push.sent}
+    assert by_token["tok-android"].data_only and not by_token["tok-ios"].data_only
+    message = build_message(by_token["tok-android"])
+    assert message.notification is None and message.apns is None and message.data["title"].startswith("Coach Max")
+
+
+def test_a_switched_off_channel_skips_the_preview_and_never_moves_it() -> None:
+    r = rig()
+    r.sender.policy = SendPolicy(push_enabled=False)
+    r.run(preview(notification_pref="push_and_sms"))
+    assert r.push.sent == [] and r.sms.sent == []
+    [(kind, written)] = r.outcomes.writes
+    assert written["status"] == "skipped" and written["reason"].startswith("channel_disabled: push")
+
+
+def test_receipt_tokens_refuse_what_they_were_not_made_for() -> None:
+    nid, other = uuid.uuid4(), uuid.uuid4()
+    token = receipt_tokens.issue("a" * 32, nid, 7, T0)
+    assert receipt_tokens.verify(token, nid, ["a" * 32], T0) == 7
+    assert receipt_tokens.verify(token, nid, [None, "a" * 32], T0 + timedelta(minutes=59)) == 7  # rotation
+    assert receipt_tokens.verify(token, nid, ["a" * 32], T0 + timedelta(minutes=61)) is None  # an hour after the call
+    assert receipt_tokens.verify(token, other, ["a" * 32], T0) is None
+    assert receipt_tokens.verify(token, nid, ["b" * 32], T0) is None
+    assert receipt_tokens.verify(token.replace("r1.7.", "r1.8."), nid, ["a" * 32], T0) is None
+    assert receipt_tokens.verify(token + "x", nid, ["a" * 32], T0) is None
+    assert receipt_tokens.verify("", nid, ["a" * 32], T0) is None

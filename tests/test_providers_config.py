@@ -21,6 +21,7 @@ def test_pinned_firebase_admin_still_has_the_endpoint_we_override() -> None:
 def _dispatcher(env_overrides: dict[str, str]) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PRECALL_", "TWILIO_", "GOOGLE_"))}
     env["DATABASE_URL"] = "postgresql://nobody@127.0.0.1:1/none"
+    env["PRECALL_RECEIPT_SECRET"] = "r" * 32
     env.update(env_overrides)
     return precall_cli("dispatcher", env=env, timeout=30)
 
@@ -58,8 +59,9 @@ def test_webhook_needs_a_secret() -> None:
 
 
 def test_defaults_are_the_real_providers() -> None:
-    c = Config.from_env({"DATABASE_URL": "postgresql:///x"})
+    c = Config.from_env({"DATABASE_URL": "postgresql:///x", "PRECALL_RECEIPT_SECRET": "r" * 32})
     assert (c.push_provider, c.sms_provider) == ("fcm", "twilio")
+    assert c.android_message == "notification"  # apps not yet updated for data messages keep working
     assert c.fcm_base_url == "https://fcm.googleapis.com" and c.twilio_base_url == "https://api.twilio.com"
     assert c.fallback_wait_s is None  # the database's precall.settings.fallback_wait, unless the deprecated variable is set
 

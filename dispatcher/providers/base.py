@@ -21,6 +21,9 @@ class PushRequest:
     data: dict[str, str]
     deadline: datetime  # the call time: TTL and apns-expiration end here
     collapse_id: str
+    # An Android device with PRECALL_ANDROID_MESSAGE=data: no notification block, so the app's
+    # onMessageReceived runs in the background too (and can acknowledge); it shows the notification.
+    data_only: bool = False
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,17 @@ def _seconds_until(deadline: datetime) -> int:
 
 def build_message(req: PushRequest) -> messaging.Message:
     """The time-critical payload: high priority, TTL and apns-expiration ending at the call."""
+    if req.data_only:
+        # Android, data message: Android runs the app's onMessageReceived even in the background
+        # only for messages without a notification block; title and body travel in data.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return messaging.Message(
+                token=req.token,
+                data={**req.data, "title": req.title, "body": req.body},
+                android=messaging.AndroidConfig(priority="high", ttl=_seconds_until(req.deadline),
+                                                collapse_key=req.collapse_id),
+            )
     with warnings.catch_warnings():
         # Message.token is deprecated in favour of Installation IDs; apps still register tokens.
         warnings.simplefilter("ignore", DeprecationWarning)

@@ -208,7 +208,13 @@ BEGIN
         LIMIT p_limit
         FOR UPDATE SKIP LOCKED
     ), judged AS (
-        SELECT n.id, v.verdict, v.reason
+        -- A channel switched off (precall.settings.push_enabled / sms_enabled) skips the row: its
+        -- preview is not moved to the other channel.
+        SELECT n.id,
+               CASE WHEN v.verdict = 'sending' AND off.channel IS NOT NULL THEN 'skipped' ELSE v.verdict END AS verdict,
+               CASE WHEN v.verdict = 'sending' AND off.channel IS NOT NULL
+                    THEN format('channel_disabled: %s is switched off (precall.settings.%s_enabled)', off.channel, off.channel)
+                    ELSE v.reason END AS reason
         FROM due
         JOIN notification_logs n ON n.id = due.id
         LEFT JOIN scheduled_calls c ON c.id = n.call_id
@@ -217,6 +223,11 @@ BEGIN
             'preview', c.status::text, c.scheduled_at IS DISTINCT FROM n.planned_for,
             CASE WHEN n.type = 'fallback_sms' THEN parent.delivered_at END,
             c.scheduled_at - v_now, n.attempts, v_settings) v
+        CROSS JOIN LATERAL (
+            SELECT CASE WHEN n.type = 'preview_push' AND NOT v_settings.push_enabled THEN 'push'
+                        WHEN n.type IN ('preview_sms', 'fallback_sms') AND NOT v_settings.sms_enabled THEN 'sms'
+                   END AS channel
+        ) off
     ), claimed AS (
         UPDATE notification_logs n
         SET status = j.verdict,
@@ -319,11 +330,14 @@ $function$;
 -- Records sends the providers accepted (one JSON object per send, written by
 -- dispatcher/write_back.py). A row with fallback_at gets its Path C fallback_sms planned in the
 -- same statement, unless a receipt already arrived: a crash cannot leave a sent push without it.
--- Returns the ids written (a row whose lease was taken over is not written).
+-- A push's "devices" (its per-device outcomes) go to precall.push_deliveries; an SMS's cost to
+-- today's precall.sms_spend. Returns the ids written (a row whose lease was taken over is not written).
 CREATE OR REPLACE FUNCTION precall.record_sent_batch(p_rows jsonb)
  RETURNS SETOF uuid
  LANGUAGE plpgsql
 AS $function$
+DECLARE
+    v_written uuid[];
 BEGIN
     -- SIDs in a fixed order (no deadlock between two batches), before any row lock.
     IF p_rows @? '$[*] ? (@.channel == "sms")' THEN
@@ -332,7 +346,6 @@ BEGIN
         WHERE r.channel = 'sms' AND r.provider_id IS NOT NULL
         ORDER BY r.provider_id;
     END IF;
-    RETURN QUERY
     WITH r AS (
         SELECT * FROM jsonb_to_recordset(p_rows) AS r(
             id uuid, worker text, type text, channel text, title text, body text, provider_id text,
@@ -350,7 +363,17 @@ BEGIN
             lease_owner = NULL, lease_expires_at = NULL, updated_at = clock_timestamp()
         FROM r
         WHERE n.id = r.id AND n.status = 'sending' AND n.lease_owner = r.worker
-        RETURNING n.id, n.user_id, n.call_id, n.sent_at, n.planned_for, n.delivered_at, r.fallback_at
+        RETURNING n.id, n.user_id, n.call_id, n.sent_at, n.planned_for, n.delivered_at, r.fallback_at,
+                  n.channel, n.cost_estimate, n.cost_currency
+    ), spend AS (
+        -- Today's SMS spend per currency, for the budget (precall.sms_budget_reached).
+        INSERT INTO precall.sms_spend AS sp (day, currency, amount, messages)
+        SELECT (s.sent_at AT TIME ZONE 'UTC')::date, s.cost_currency, sum(s.cost_estimate), count(*)
+        FROM sent s
+        WHERE s.channel = 'sms' AND s.cost_estimate IS NOT NULL AND s.cost_currency IS NOT NULL
+        GROUP BY 1, 2
+        ON CONFLICT (day, currency) DO UPDATE
+            SET amount = sp.amount + EXCLUDED.amount, messages = sp.messages + EXCLUDED.messages
     ), fallback AS (
         INSERT INTO notification_logs (user_id, call_id, type, channel, status, send_at, planned_for, parent_id)
         SELECT s.user_id, s.call_id, 'fallback_sms', 'sms', 'queued', s.fallback_at, s.planned_for, s.id
@@ -363,7 +386,16 @@ BEGIN
         FROM (SELECT call_id, planned_for, min(sent_at) AS first_sent_at FROM sent GROUP BY call_id, planned_for) s
         WHERE c.id = s.call_id AND c.scheduled_at = s.planned_for
     )
-    SELECT s.id FROM sent s;
+    SELECT coalesce(array_agg(s.id), '{}') INTO v_written FROM sent s;
+    -- Per-device outcomes of the pushes written (a row taken over meanwhile is not).
+    IF p_rows @? '$[*].devices[*]' THEN
+        PERFORM precall.store_push_deliveries(coalesce(jsonb_agg(d.device), '[]'))
+        FROM jsonb_array_elements(p_rows) AS r(row)
+        CROSS JOIN LATERAL jsonb_array_elements(
+            CASE WHEN jsonb_typeof(r.row -> 'devices') = 'array' THEN r.row -> 'devices' ELSE '[]' END) AS d(device)
+        WHERE (r.row ->> 'id')::uuid = ANY (v_written);
+    END IF;
+    RETURN QUERY SELECT unnest(v_written);
 END
 $function$;
 

@@ -151,6 +151,14 @@ BEGIN
         UNION ALL
         SELECT j.g, 'calls_expired', count(*) FILTER (WHERE j.status = 'expired'), count(*)
         FROM j GROUP BY j.g
+        UNION ALL
+        -- By platform, per device (precall.push_deliveries): which devices acknowledge. A preview
+        -- counts as delivered in push_delivery_rate when any of its devices did.
+        SELECT coalesce(pd.platform, 'none'), 'device_receipt_rate',
+               count(*) FILTER (WHERE pd.delivered_at IS NOT NULL), count(*)
+        FROM precall.push_deliveries pd JOIN notification_logs nl ON nl.id = pd.notification_id
+        WHERE p_by = 'platform' AND pd.status = 'sent' AND nl.created_at >= p_since
+        GROUP BY 1
     )
     SELECT raw.g, raw.kpi, raw.num, raw.den,
            CASE WHEN raw.den > 0 THEN round(raw.num / raw.den, 4) END,
@@ -184,8 +192,10 @@ BEGIN
 END
 $function$;
 
--- Deletes finished notification rows (and Twilio status events, finished call jobs) older than
--- precall.settings.retention, p_batch rows per transaction so no lock or snapshot is held long.
+-- Deletes finished notification rows (and Twilio status events, inbound texts, SMS spend days,
+-- finished call jobs) older than precall.settings.retention, and devices not seen for
+-- precall.settings.device_stale_after. Notification rows go p_batch per transaction, so no lock
+-- or snapshot is held long.
 -- Returns nothing; run it with CALL (pg_cron does, daily).
 CREATE OR REPLACE PROCEDURE precall.prune_notification_logs(IN p_batch integer DEFAULT 5000, IN p_max_batches integer DEFAULT 1000)
  LANGUAGE plpgsql
@@ -208,6 +218,13 @@ BEGIN
     DELETE FROM precall.sms_status_events WHERE received_at < v_cutoff;
     COMMIT;
     DELETE FROM precall.call_jobs WHERE due_at < v_cutoff AND status NOT IN ('queued', 'firing');
+    COMMIT;
+    DELETE FROM precall.sms_inbound WHERE received_at < v_cutoff;
+    DELETE FROM precall.sms_spend WHERE day < (v_cutoff AT TIME ZONE 'UTC')::date;
+    COMMIT;
+    -- Devices not seen for device_stale_after get no push already; now they go.
+    DELETE FROM precall.devices
+    WHERE last_seen_at < now() - (SELECT device_stale_after FROM precall.settings);
     COMMIT;
 END
 $procedure$;

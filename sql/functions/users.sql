@@ -1,4 +1,5 @@
--- Rules on users' rows: time zones, one push token per user, device registration, local times.
+-- Rules on users' rows: time zones, one holder per push token, leads within policy, local times
+-- (devices and the users-row summary they keep: sql/functions/devices.sql).
 --
 -- The current definition of each object below; `precall db migrate` re-applies this file when it
 -- changes (after the numbered migrations). Edit here, never in sql/migrations/.
@@ -10,26 +11,6 @@ CREATE OR REPLACE FUNCTION precall.local_call_time(p_user_id uuid, p_local times
  STABLE
 AS $function$
     SELECT p_local AT TIME ZONE u.timezone FROM users u WHERE u.id = p_user_id
-$function$;
-
--- Registers the caller's device token (moving it from any other user). Returns false for an
--- unknown user.
-CREATE OR REPLACE FUNCTION precall.register_device(p_user uuid, p_token text, p_platform text, p_push_enabled boolean)
- RETURNS boolean
- LANGUAGE plpgsql
-AS $function$
-BEGIN
-    LOOP
-        BEGIN
-            UPDATE users SET fcm_token = p_token, platform = p_platform, push_enabled = p_push_enabled
-            WHERE id = p_user;
-            RETURN FOUND;
-        EXCEPTION WHEN unique_violation THEN
-            -- Another registration of this token committed meanwhile: move it again.
-            NULL;
-        END;
-    END LOOP;
-END
 $function$;
 
 -- Whoever writes a token (the API, the app's own code, a DBA) moves it: the previous holder

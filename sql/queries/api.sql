@@ -12,6 +12,17 @@ SELECT 1 FROM users WHERE id = %(user_id)s
 -- register_device --
 SELECT precall.register_device(%(user_id)s, %(fcm_token)s, %(platform)s, %(push_enabled)s)
 
+-- unregister_device --
+SELECT precall.unregister_device(%(user_id)s, %(fcm_token)s)
+
+-- preferences --
+SELECT notification_pref::text, notification_lead_min::int,
+       coalesce(phone_number, '') <> '' AS phone_number_on_file, coalesce(sms_opted_out, false) AS sms_opted_out
+FROM users WHERE id = %(user_id)s
+
+-- devices --
+SELECT platform, push_enabled, last_seen_at FROM precall.device_list(%(user_id)s)
+
 -- phone_on_file --
 SELECT phone_number FROM users WHERE id = %(user_id)s
 
@@ -25,10 +36,15 @@ WHERE id = %(user_id)s
 SELECT * FROM precall.notification_history(%(user_id)s, %(limit)s, %(offset)s)
 
 -- record_push_receipt --
-SELECT precall.record_push_receipt(%(id)s, %(event)s, coalesce(%(at)s, clock_timestamp()), %(user_id)s)
+-- A bearer receipt names the user; a receipt token names the device (user_id NULL).
+SELECT precall.record_device_receipt(%(id)s, %(device_id)s::bigint, %(event)s, coalesce(%(at)s, clock_timestamp()),
+                                     %(user_id)s::uuid)
 
 -- receipt_state --
 SELECT delivered_at, opened_at, late_receipt FROM notification_logs WHERE id = %(id)s
 
 -- record_sms_status --
 SELECT precall.record_sms_status(%(sid)s, %(status)s, %(error_code)s, %(done_at)s)
+
+-- record_inbound_sms --
+SELECT precall.record_inbound_sms(%(sid)s, %(from_number)s, %(body)s)

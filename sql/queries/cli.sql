@@ -69,6 +69,9 @@ FROM notification_logs WHERE status IN ('queued', 'sending')
 SELECT count(*), max(due_at) FROM precall.call_jobs
 WHERE status = 'expired' AND due_at > now() - interval '24 hours'
 
+-- sms_budget_use --
+SELECT currency, budget, spent, share FROM precall.sms_budget_use()
+
 -- preview_inputs --
 SELECT * FROM precall.preview_inputs(%(call_id)s)
 

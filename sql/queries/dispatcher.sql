@@ -28,7 +28,9 @@ SELECT precall.heartbeat(%(name)s, %(hostname)s, %(pid)s, %(stopped)s)
 
 -- schedule_policy --
 -- The fleet's policy a sender follows, re-read with every heartbeat (precall.settings).
-SELECT extract(epoch FROM fallback_wait)::float8 AS fallback_wait_s FROM precall.settings
+SELECT extract(epoch FROM fallback_wait)::float8 AS fallback_wait_s, push_enabled, sms_enabled,
+       sms_daily_budget IS NOT NULL AS sms_budget_set
+FROM precall.settings
 
 -- renew_lease --
 -- One row's lease, for a sender without a liveness connection (`precall send`).
@@ -41,9 +43,6 @@ SELECT precall.record_sent_batch(%(rows)s::jsonb)
 -- record_unsent --
 SELECT precall.record_unsent(%(id)s, %(worker)s, %(status)s, %(reason)s, %(type)s, %(channel)s, %(title)s,
                              %(body)s, %(error_msg)s, %(attempted_at)s, %(fallback_reason)s)
-
--- disable_push --
-UPDATE users SET push_enabled = false WHERE id = %(user_id)s AND fcm_token = %(token)s
 
 -- opt_out_sms --
 UPDATE users SET sms_opted_out = true WHERE id = %(user_id)s AND phone_number = %(phone)s
@@ -75,3 +74,15 @@ LISTEN precall_due
 
 -- ping --
 SELECT 1
+
+-- push_targets --
+-- The devices each claimed preview's push goes to (dispatcher/push_targets.py), one statement per claim.
+SELECT notification_id, device_id, fcm_token, platform, sent_provider_id
+FROM precall.push_targets(%(ids)s::uuid[])
+
+-- record_push_deliveries --
+-- Per-device outcomes of a push no device took; returns the devices the user has left.
+SELECT precall.record_push_deliveries(%(id)s, %(worker)s, %(rows)s::jsonb)
+
+-- sms_budget_reached --
+SELECT precall.sms_budget_reached(%(currency)s)

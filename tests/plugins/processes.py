@@ -20,6 +20,9 @@ from precall.fakes.fake_fcm import FakeFcmServer, service_account
 from precall.fakes.fake_twilio import FakeTwilioServer
 from plugins.providers import TWILIO_SID
 
+# Signs the receipt tokens pushes carry; the API verifies them with the same value.
+RECEIPT_SECRET = "test-receipt-secret-that-is-32-chars-or-more"
+
 @pytest.fixture
 def dispatcher_env(db: str, fake_fcm: FakeFcmServer, fake_twilio: FakeTwilioServer, tmp_path: Path) -> dict[str, str]:
     """The environment an operator would set, pointing the real SDKs at the local fakes."""
@@ -38,6 +41,7 @@ def dispatcher_env(db: str, fake_fcm: FakeFcmServer, fake_twilio: FakeTwilioServ
         "PRECALL_TWILIO_BASE_URL": fake_twilio.url,
         "PRECALL_TWILIO_STATUS_CALLBACK_URL": "https://hooks.example.com/twilio/status",
         "PRECALL_POLL_INTERVAL_S": "2",
+        "PRECALL_RECEIPT_SECRET": RECEIPT_SECRET,
     })
     return env
 
@@ -122,6 +126,7 @@ def wait_until(predicate: Callable[[], object], timeout: float = 15, interval: f
 
 JWT_SECRET = "test-jwt-secret-that-is-at-least-32-chars"
 STATUS_CALLBACK_URL = "https://hooks.example.com/twilio/status"
+INBOUND_URL = "https://hooks.example.com/twilio/inbound"
 
 
 def free_port() -> int:
@@ -164,7 +169,8 @@ class ApiProcess:
 def api_env(dsn: str, **overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PRECALL_", "TWILIO_"))}
     env.update({"DATABASE_URL": dsn, "PRECALL_JWT_SECRET": JWT_SECRET, "TWILIO_AUTH_TOKEN": "test-auth-token",
-                "PRECALL_TWILIO_STATUS_CALLBACK_URL": STATUS_CALLBACK_URL})
+                "PRECALL_TWILIO_STATUS_CALLBACK_URL": STATUS_CALLBACK_URL, "PRECALL_RECEIPT_SECRET": RECEIPT_SECRET,
+                "PRECALL_TWILIO_INBOUND_URL": INBOUND_URL})
     env.update(overrides)
     return {k: v for k, v in env.items() if v != ""}
 
