@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from precall.api import app_routes, errors, store, twilio_inbound, twilio_status
+from precall.api import app_routes, call_outcomes, errors, store, twilio_inbound, twilio_status
 from precall.api.errors import ApiError, responses
 from precall.api.limits import RequestLimits
 from precall.api.models import Health
@@ -35,13 +35,14 @@ def create_app(config: ApiConfig) -> FastAPI:
             await pool.close()
 
     app = FastAPI(title="precall", version="1", lifespan=lifespan,
-                  description="The mobile app's notification API and Twilio's status webhook.")
+                  description="The mobile app's notification API, Twilio's webhooks and the call system's outcome reports.")
     app.state.config = config
     errors.install(app)
     app.add_middleware(RequestLimits, max_body_bytes=config.max_body_bytes, read_timeout_s=config.read_timeout_s)
     app.include_router(app_routes.router)
     app.include_router(twilio_status.router)
     app.include_router(twilio_inbound.router)
+    app.include_router(call_outcomes.router)
 
     @app.get("/healthz", responses=responses(), tags=["ops"])
     async def healthz(request: Request) -> Health:

@@ -1,4 +1,4 @@
-"""The mobile app's endpoints: device registration, preferences, history and receipts."""
+"""The mobile app's endpoints: device registration, preferences, history, receipts and actions."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from precall.api import store
 from precall.api.auth import CurrentUser, ReceiptCaller, receipt_unauthorized
 from precall.api.errors import BODY_LIMITS, ApiError, responses
 from precall.api.models import (
-    Device, History, HistoryPage, Notification, NotificationPreferences, PreferencesView, Receipt, ReceiptRecorded,
-    RegisterDevice, Registered, UnregisterDevice, Unregistered, Updated,
+    ActionApplied, ActionRequest, Device, History, HistoryPage, Notification, NotificationPreferences,
+    PreferencesView, Receipt, ReceiptRecorded, RegisterDevice, Registered, UnregisterDevice, Unregistered, Updated,
 )
 
 router = APIRouter(prefix="/api/v1")
@@ -77,7 +77,7 @@ async def put_preferences(body: NotificationPreferences, user: CurrentUser, requ
 async def history(
     user: CurrentUser, request: Request, page: Annotated[HistoryPage, Query()]
 ) -> History:
-    """The caller's notifications, newest first."""
+    """The caller's notifications and the actions taken on them (entries of type "action"), newest first."""
     async with request.app.state.pool.connection() as conn:
         rows = await store.notification_history(conn, user, page.limit, page.offset)
     return History(notifications=[Notification.model_validate(r, from_attributes=False) for r in rows])
@@ -110,3 +110,35 @@ async def receipt(notification_id: uuid.UUID, body: Receipt, caller: ReceiptCall
         state = await store.receipt_state(conn, notification_id)
     return ReceiptRecorded(status="duplicate" if outcome == "duplicate" else "recorded", late=state.late,
                            delivered_at=state.delivered_at, opened_at=state.opened_at)
+
+
+def _utc(at: object) -> str:
+    return at.isoformat().replace("+00:00", "Z") if hasattr(at, "isoformat") else str(at)
+
+
+@router.post("/notifications/{notification_id}/action", responses=responses(401, 404, 409, 422, *BODY_LIMITS),
+             tags=["app"])
+async def action(notification_id: uuid.UUID, body: ActionRequest, caller: ReceiptCaller,
+                 request: Request) -> ActionApplied:
+    """The person answers the preview: `call_now`, `snooze` or `skip` (the push's buttons, see
+    data.actions / the iOS category PRECALL_CALL). Once per call: a second action, a call no
+    longer pending, or one whose time has come → 409 with what was found. Also counts as the
+    push's receipt (delivered and opened). Authenticated like a receipt: the bearer JWT, or the
+    push's data.receipt_token in X-Precall-Receipt."""
+    async with request.app.state.pool.connection() as conn:
+        result = await store.apply_call_action(conn, notification_id, body.action, caller.user_id, caller.device_id)
+    if result.outcome in ("unknown", "not_sent"):
+        if caller.device_id is not None:
+            raise receipt_unauthorized()
+        if result.outcome == "unknown":
+            raise ApiError(404, "not_found", "no preview with this id for this user")
+        raise ApiError(409, "not_sent", "this preview has not been sent")
+    if result.outcome == "already_acted":
+        raise ApiError(409, "already_acted", f"this call was already answered: {result.found_action} at "
+                       f"{_utc(result.found_at)}; the call is {result.call_status}, at {_utc(result.scheduled_at)}")
+    if result.outcome == "not_pending":
+        raise ApiError(409, "not_pending", f"the call is {result.call_status or 'gone'}: nothing to move")
+    if result.outcome == "too_late":
+        raise ApiError(409, "too_late", f"the call's time has come ({_utc(result.scheduled_at)}): nothing to move")
+    assert result.scheduled_at is not None and result.call_status is not None
+    return ActionApplied(action=body.action, scheduled_at=result.scheduled_at, call_status=result.call_status)

@@ -89,9 +89,13 @@ class RequestLimits:
         if path in TWILIO_WEBHOOK_PATHS:
             if b"x-twilio-signature" not in headers:
                 return 403, "forbidden", "missing X-Twilio-Signature", []
+        elif path.startswith("/api/v1/calls/") and path.endswith("/outcome"):
+            # The call system signs its reports (checked by the route); no user session.
+            if b"x-precall-signature" not in headers:
+                return 401, "unauthorized", "missing X-Precall-Signature", []
         elif path.startswith("/api/") and not headers.get(b"authorization", b"").lower().startswith(b"bearer "):
-            # A receipt may carry the push's receipt token instead (checked by the route).
-            if not (path.endswith("/receipt") and b"x-precall-receipt" in headers):
+            # A receipt or an action may carry the push's receipt token instead (checked by the route).
+            if not (path.endswith(("/receipt", "/action")) and b"x-precall-receipt" in headers):
                 return 401, "unauthorized", "missing Authorization: Bearer <token>", [(b"www-authenticate", b"Bearer")]
         return None
 

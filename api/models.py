@@ -119,6 +119,11 @@ class Notification(BaseModel):
     delivered_at: UtcDatetime | None
     opened_at: UtcDatetime | None
     created_at: UtcDatetime | None
+    # An entry of type "action": what the person did with the preview `notification_id`, and
+    # what came of it (outcome; also in status).
+    action: Literal["call_now", "snooze", "skip"] | None = None
+    outcome: Literal["applied", "already_acted", "not_pending", "too_late"] | None = None
+    notification_id: uuid.UUID | None = None
 
 
 class HistoryPage(BaseModel):
@@ -158,3 +163,32 @@ class Health(BaseModel):
 
 class TwilioStatusAck(BaseModel):
     status: Literal["applied", "pending", "duplicate"]
+
+
+class ActionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    action: Literal["call_now", "snooze", "skip"] = Field(
+        description="call_now: the call happens now; snooze: the call moves precall.settings.snooze_minutes "
+                    "(default 10) later; skip: today's call is cancelled.")
+
+
+class ActionApplied(BaseModel):
+    status: Literal["applied"] = "applied"
+    action: Literal["call_now", "snooze", "skip"]
+    scheduled_at: UtcDatetime = Field(description="The call's time after the action (skip: the cancelled call's).")
+    call_status: str = Field(description="pending, or cancelled after a skip.")
+
+
+class CallOutcome(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["answered", "no_answer", "failed"]
+    answered_by: Literal["human", "machine", "unknown"] = "unknown"
+    at: Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)] = Field(
+        default=None,  # type: ignore[assignment]
+        description="When the call ended or was answered (the call system's clock).")
+
+
+class CallOutcomeRecorded(BaseModel):
+    status: Literal["recorded", "duplicate"]
+    call_status: str
+    answered_by: Literal["human", "machine", "unknown"]

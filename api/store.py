@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Literal
 
 from psycopg import AsyncConnection
@@ -62,8 +63,9 @@ async def update_preferences(conn: AsyncConnection[Any], user_id: uuid.UUID, pre
 
 async def notification_history(conn: AsyncConnection[Any], user_id: uuid.UUID, limit: int,
                                offset: int) -> list[dict[str, Any]]:
+    """Notifications and the actions taken on them, newest first."""
     cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(sql.query("notification_history"), {"user_id": user_id, "limit": limit, "offset": offset})
+    await cur.execute(sql.query("history_entries"), {"user_id": user_id, "limit": limit, "offset": offset})
     return await cur.fetchall()
 
 
@@ -113,3 +115,67 @@ async def record_inbound_sms(conn: AsyncConnection[Any], sid: str, from_number: 
     row = await _one(conn, "record_inbound_sms", {"sid": sid, "from_number": from_number, "body": body})
     assert row is not None
     return str(row[0])
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    """precall.apply_call_action's answer."""
+
+    outcome: Literal["applied", "already_acted", "not_pending", "too_late", "unknown", "not_sent"]
+    call_id: uuid.UUID | None
+    user_id: uuid.UUID | None
+    channel: str | None
+    call_status: str | None
+    scheduled_at: datetime | None
+    previous_scheduled_at: datetime | None
+    found_action: str | None
+    found_at: datetime | None
+
+
+async def apply_call_action(conn: AsyncConnection[Any], notification_id: uuid.UUID, action: str,
+                            user_id: uuid.UUID | None, device_id: int | None) -> ActionResult:
+    row = await _one(conn, "apply_call_action", {"id": notification_id, "action": action, "user_id": user_id,
+                                                 "device_id": device_id})
+    assert row is not None
+    return ActionResult(*row)
+
+
+@dataclass(frozen=True)
+class InboundSms:
+    """precall.receive_sms's answer: what to reply, and in whose language."""
+
+    kind: Literal["duplicate", "opt_out", "opt_in", "ignored", "action", "help"]
+    action: str | None
+    outcome: str | None
+    user_id: uuid.UUID | None
+    locale: str | None
+    coach_name: str | None
+    time_zone: str | None
+    scheduled_at: datetime | None
+    call_status: str | None
+
+
+async def receive_sms(conn: AsyncConnection[Any], sid: str, from_number: str, body: str) -> InboundSms:
+    row = await _one(conn, "receive_sms", {"sid": sid, "from_number": from_number, "body": body})
+    assert row is not None
+    return InboundSms(*row)
+
+
+async def record_sms_reply(conn: AsyncConnection[Any], sid: str, reply: str, body: str, encoding: str,
+                           segments: int, cost: Decimal | None, currency: str | None) -> None:
+    await conn.execute(sql.query("record_sms_reply"), {"sid": sid, "reply": reply, "body": body, "encoding": encoding,
+                                                       "segments": segments, "cost": cost, "currency": currency})
+
+
+async def snooze_minutes(conn: AsyncConnection[Any]) -> int:
+    row = await _one(conn, "snooze_minutes", {})
+    return int(row[0]) if row else 10
+
+
+async def record_call_outcome(conn: AsyncConnection[Any], call_id: uuid.UUID, status: str, answered_by: str,
+                              at: datetime | None) -> tuple[str, str | None, str | None]:
+    """('recorded' | 'duplicate' | 'conflict' | 'unknown', the call's status, answered_by)."""
+    row = await _one(conn, "record_call_outcome", {"call_id": call_id, "status": status, "answered_by": answered_by,
+                                                   "at": at})
+    assert row is not None
+    return row[0], row[1], row[2]

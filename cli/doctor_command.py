@@ -106,6 +106,11 @@ def _queue(conn: psycopg.Connection) -> list[Finding]:
     if expired:
         out.append(Finding("calls", "warn", f"{expired} call(s) in the last 24 h expired unhanded (no dispatcher "
                            f"within precall.settings.call_grace of their time), the last due {last:%Y-%m-%d %H:%M:%S}Z"))
+    failed, last = store.failed_call_events(conn)
+    if failed:
+        out.append(Finding("calls", "warn", f"{failed} call event(s) in the last 24 h did not reach the call webhook "
+                           f"(SELECT * FROM precall.call_events WHERE status = 'failed'), the last at "
+                           f"{last:%Y-%m-%d %H:%M:%S}Z"))
     return out
 
 

@@ -4,17 +4,19 @@ template fits."""
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timezone
 from typing import Optional
 
 import psycopg
 import typer
 
 from precall.cli import store
-from precall.templates.catalog import TEMPLATE_KEYS, Catalog
+from precall.templates.catalog import STRING_KEYS, TEMPLATE_KEYS, Catalog
 from precall.config import database_url
 from precall.errors import PrecallError
 from precall.templates.messages import MessageInput, minutes_left
 from precall.templates.render import RenderedPreview, Renderer
+from precall.templates.sms_replies import REPLY_KINDS, build_reply
 
 templates_app = typer.Typer(no_args_is_help=True, help="Check the message templates.")
 
@@ -26,6 +28,8 @@ WORST_NAMES = {
     "astral": "𝓜" * 24,
 }
 WORST_STREAKS = (0, 1, 6, 7, 12, 20, 21, 999)
+# No hint (a display), and the reply hint with the shortest, default and longest snooze.
+SNOOZES = (None, 1, 10, 60)
 
 
 def _print(rendered: RenderedPreview, channel: str | None) -> None:
@@ -80,10 +84,14 @@ def _from_database(user_id: str, call_id: str) -> MessageInput:
     return MessageInput(row.coach_name, row.streak or 0, row.topic, row.locale, minutes)
 
 
+_NOON = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+
+
 @templates_app.command("check")
 def check_cmd() -> None:
-    """Render every locale × topic × milestone × channel with worst-case inputs; exit 1 if a key is
-    missing in a locale or any SMS needs more than one segment.
+    """Render every locale × topic × milestone × channel × reply hint with worst-case inputs, and
+    every SMS reply answer; exit 1 if a key is missing in a locale or any SMS needs more than one
+    segment.
 
     Example: precall templates check
     """
@@ -91,27 +99,42 @@ def check_cmd() -> None:
     catalog = Catalog()
     renderer = Renderer(catalog)
     problems: list[str] = []
-    count = 0
+    count = hinted = replies = 0
     for locale in catalog.locales:
         missing = [k for k in TEMPLATE_KEYS if not catalog.has(locale, k)]
         problems += [f"{locale}: missing template {k}" for k in missing]
+        problems += [f"{locale}: missing strings.toml [{sec}] {k}" for sec, k in STRING_KEYS
+                     if catalog.string(locale, sec, k) is None]
         if missing:
             continue
+        for kind in REPLY_KINDS:
+            for name in WORST_NAMES.values():
+                for minutes in (1, 10, 60):
+                    reply = build_reply(catalog, locale, kind, name=name, at=_NOON, time_zone="Pacific/Chatham",
+                                        snooze_minutes=minutes)
+                    replies += 1
+                    if reply.segments != 1:
+                        problems.append(f"{locale}/reply {kind}/{name}: {reply.segments} segments "
+                                        f"({reply.encoding}, {reply.units} units)")
         topics = sorted(set(catalog.topic_keys(locale)) | set(catalog.topic_keys("en")) | {"no_such_topic"})
         problems += [f"{locale}: missing topic {t}" for t in catalog.topic_keys("en") if t not in catalog.topic_keys(locale)]
         for topic in topics:
             for streak in WORST_STREAKS:
                 for kind, name in WORST_NAMES.items():
                     for lead in (1, 5, 60):
-                        r = renderer.render(MessageInput(name, streak, topic, locale, lead))
-                        count += 1
-                        if r.sms.segments != 1:
-                            problems.append(f"{locale}/{topic}/day {streak}/{kind} name/{lead} min: SMS is "
-                                            f"{r.sms.segments} segments ({r.sms.encoding}, {r.sms.units} units)")
+                        for snooze in SNOOZES:
+                            r = renderer.render(MessageInput(name, streak, topic, locale, lead, snooze))
+                            count += 1
+                            hinted += r.sms.step.endswith("+hint")
+                            if r.sms.segments != 1:
+                                problems.append(f"{locale}/{topic}/day {streak}/{kind} name/{lead} min/snooze "
+                                                f"{snooze}: SMS is {r.sms.segments} segments ({r.sms.encoding}, "
+                                                f"{r.sms.units} units)")
                         if not r.push.title or not r.push.body:
                             problems.append(f"{locale}/{topic}/day {streak}: empty push text")
     for p in problems:
         typer.echo(p, err=True)
     if problems:
         raise typer.Exit(1)
-    typer.echo(f"templates ok: {len(catalog.locales)} locales, {count} renderings, every SMS one segment")
+    typer.echo(f"templates ok: {len(catalog.locales)} locales, {count} renderings ({hinted} with the reply "
+               f"hint), {replies} reply answers, every SMS one segment")

@@ -120,6 +120,12 @@ def expired_calls(conn: psycopg.Connection[Any]) -> tuple[int, datetime | None]:
     return int(row[0]), row[1]
 
 
+def failed_call_events(conn: psycopg.Connection[Any]) -> tuple[int, datetime | None]:
+    """Call events (call.rescheduled / call.cancelled) not delivered in the last 24 h, and the last one's time."""
+    row = _one(conn, "failed_call_events") or (0, None)
+    return int(row[0]), row[1]
+
+
 def sms_budget_use(conn: psycopg.Connection[Any]) -> list[tuple[str, Decimal, Decimal, Decimal | None]]:
     """Today's SMS spend against each currency's budget (precall.settings.sms_daily_budget)."""
     return [(r[0], r[1], r[2], r[3]) for r in conn.execute(sql.query("sms_budget_use")).fetchall()]

@@ -32,6 +32,8 @@ log = logging.getLogger("precall.dispatcher")
 # Below this, Twilio's ValidityPeriod would be meaningless and the SMS would land with the call.
 MIN_SMS_SECONDS = 5.0
 DEFAULT_FALLBACK_WAIT_S = 30.0  # precall.settings.fallback_wait's default, until the first read
+ACTIONS = "call_now,snooze,skip"
+ACTION_CATEGORY = "PRECALL_CALL"
 
 
 def utcnow() -> datetime:
@@ -231,8 +233,8 @@ class PreviewSender:
                 log.exception("could not record the failure", extra=row.ids())
 
     def _render(self, row: ClaimedPreview, minutes: int) -> RenderedPreview:
-        return self._renderer.render(MessageInput(row.coach_name, row.current_streak or 0, row.topic, row.locale, minutes),
-                                     row.ids())
+        return self._renderer.render(MessageInput(row.coach_name, row.current_streak or 0, row.topic, row.locale, minutes,
+                                                  snooze_minutes=self.policy.snooze_minutes), row.ids())
 
     async def _channel_off(self, row: ClaimedPreview, nid: uuid.UUID, channel: str, type_: str) -> bool:
         """precall.settings.push_enabled / sms_enabled: a preview on a switched-off channel is
@@ -274,14 +276,17 @@ class PreviewSender:
     # -- push -----------------------------------------------------------------------------------
 
     def _push_request(self, row: ClaimedPreview, target: PushTarget, title: str, body: str) -> PushRequest:
+        # The actions (POST /api/v1/notifications/{id}/action): Android reads data.actions, iOS
+        # shows the PRECALL_CALL category's buttons the app registered (README: "Actions").
         data = {"route": "incoming_call", "call_id": str(row.call_id), "notification_id": str(row.id),
-                "deadline": row.scheduled_at.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")}
+                "deadline": row.scheduled_at.astimezone(timezone.utc).isoformat().replace("+00:00", "Z"),
+                "actions": ACTIONS, "click_action": ACTION_CATEGORY, "snooze_minutes": str(self.policy.snooze_minutes)}
         if self._config.receipt_secret:
             data["receipt_token"] = receipt_tokens.issue(self._config.receipt_secret, row.id, target.device_id,
                                                          row.scheduled_at)
         data_only = self._config.android_message == "data" and target.platform == "android"
         return PushRequest(token=target.fcm_token, title=title, body=body, data=data, deadline=row.scheduled_at,
-                           collapse_id=str(row.call_id), data_only=data_only)
+                           collapse_id=str(row.call_id), data_only=data_only, category=ACTION_CATEGORY)
 
     async def _send_push(self, row: ClaimedPreview, with_fallback: bool) -> None:
         """One FCM message per device (the same collapse key: the call id), each device once."""

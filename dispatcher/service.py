@@ -17,7 +17,7 @@ from psycopg.rows import class_row
 
 from precall import retry, sql
 from precall.dispatcher.db import Database
-from precall.dispatcher.call_hand_off import CallHandOff, DueCall
+from precall.dispatcher.call_hand_off import CallEvent, CallHandOff, DueCall
 from precall.config import Config
 from precall.errors import ConfigError
 from precall.dispatcher.listener import listen
@@ -157,6 +157,9 @@ class Dispatcher:
         if preview_in is not None and preview_in <= 0:
             claimed += await self._claim(pool, "claim_due_previews_v2", ClaimedPreview, sender.process, stop)
         if call_in is not None and call_in <= 0:
+            # Events first: a call's call.rescheduled leaves before its call.due (the claim of a
+            # call job waits while its call has an undelivered event).
+            claimed += await self._claim(pool, "claim_call_events", CallEvent, calls.deliver, stop)
             claimed += await self._claim(pool, "claim_due_calls", DueCall, calls.fire, stop)
         upcoming = [s for s in (preview_in, call_in) if s is not None]
         return claimed, (min(upcoming) if upcoming else None)
@@ -189,8 +192,13 @@ class Dispatcher:
                 rows = await push_targets.attach(conn, rows)
         started = 0
         for item in rows:
-            row_id = item.id if isinstance(item, ClaimedPreview) else item.call_id
-            if not self.liveness.hold(row_id):
+            if isinstance(item, CallEvent):
+                # Not held by the liveness session (its lease renewal knows previews and call
+                # jobs): a delivery takes seconds against a 60 s lease, after which it is retried.
+                row_id = None
+            else:
+                row_id = item.id if isinstance(item, ClaimedPreview) else item.call_id
+            if row_id is not None and not self.liveness.hold(row_id):
                 continue  # already in flight here (its lease had run out): one send, not two
             task: asyncio.Task[None] = asyncio.create_task(self._handle(handle, item, row_id))
             self._inflight.add(task)
@@ -198,11 +206,13 @@ class Dispatcher:
             started += 1
         return started
 
-    async def _handle(self, handle: Callable[..., Coroutine[Any, Any, None]], item: Any, row_id: uuid.UUID) -> None:
+    async def _handle(self, handle: Callable[..., Coroutine[Any, Any, None]], item: Any,
+                      row_id: uuid.UUID | None) -> None:
         try:
             await handle(item)
         finally:
-            self.liveness.release(row_id)
+            if row_id is not None:
+                self.liveness.release(row_id)
 
     async def _heartbeat(self, pool: Database, stopped: bool = False) -> None:
         now = time.monotonic()

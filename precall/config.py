@@ -226,6 +226,9 @@ class ApiConfig:
     twilio_inbound_url: str | None = None
     receipt_secret: str | None = None
     receipt_secret_previous: str | None = None
+    # The call webhook's secret: the call system signs its outcome reports with it.
+    webhook_secret: str | None = None
+    sms_prices: dict[str, tuple[Decimal, str]] = field(default_factory=lambda: dict(DEFAULT_SMS_PRICES))
     pool_max: int = 10
     # Every API statement and lock wait is bounded: one user's row held by a DBA must not hold
     # the pool (and every other user's request) with it.
@@ -269,6 +272,8 @@ class ApiConfig:
             receipt_secret=receipt_secret,
             receipt_secret_previous=receipt_previous,
             twilio_inbound_url=env.get("PRECALL_TWILIO_INBOUND_URL") or None,
+            webhook_secret=env.get("PRECALL_WEBHOOK_SECRET") or None,
+            sms_prices=_prices(env.get("PRECALL_SMS_PRICES")),
             database_url=database_url(env),
             jwt_secret=secret,
             jwt_public_key=public_key,

@@ -100,6 +100,83 @@ $$;
 
 
 --
+-- Name: apply_call_action(uuid, text, uuid, bigint); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.apply_call_action(p_notification_id uuid, p_action text, p_user uuid, p_device bigint DEFAULT NULL::bigint) RETURNS TABLE(outcome text, call_id uuid, user_id uuid, channel text, call_status text, scheduled_at timestamp with time zone, previous_scheduled_at timestamp with time zone, found_action text, found_at timestamp with time zone)
+    LANGUAGE plpgsql
+    AS $$
+#variable_conflict use_column
+DECLARE
+    v_now timestamptz := clock_timestamp();
+    v_n notification_logs;
+    v_call scheduled_calls;
+    v_found precall.call_actions;
+    v_outcome text;
+    v_cause text;
+    v_previous timestamptz;
+BEGIN
+    IF p_action IS NULL OR p_action NOT IN ('call_now', 'snooze', 'skip') THEN
+        RAISE EXCEPTION 'unknown action %: use call_now, snooze or skip', quote_nullable(p_action) USING ERRCODE = '22023';
+    END IF;
+    SELECT * INTO v_n FROM notification_logs n
+    WHERE n.id = p_notification_id AND (p_user IS NULL OR n.user_id = p_user)
+      AND n.call_id IS NOT NULL AND n.type IN ('preview_push', 'preview_sms', 'fallback_sms');
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT 'unknown', NULL::uuid, NULL::uuid, NULL::text, NULL::text, NULL::timestamptz,
+                            NULL::timestamptz, NULL::text, NULL::timestamptz;
+        RETURN;
+    END IF;
+    IF v_n.sent_at IS NULL THEN
+        RETURN QUERY SELECT 'not_sent', v_n.call_id, v_n.user_id, v_n.channel::text, NULL::text, NULL::timestamptz,
+                            NULL::timestamptz, NULL::text, NULL::timestamptz;
+        RETURN;
+    END IF;
+    IF v_n.channel = 'push' THEN
+        -- Whatever comes of the action, the push reached a person: its receipt stops a fallback SMS.
+        PERFORM precall.record_device_receipt(v_n.id, p_device, 'opened', v_now, p_user);
+    END IF;
+    SELECT * INTO v_call FROM scheduled_calls c WHERE c.id = v_n.call_id FOR UPDATE;
+    SELECT * INTO v_found FROM precall.call_actions a WHERE a.call_id = v_n.call_id AND a.outcome = 'applied';
+    v_outcome := CASE
+        WHEN v_found.id IS NOT NULL THEN 'already_acted'
+        WHEN v_call.id IS NULL OR v_call.status <> 'pending' THEN 'not_pending'
+        WHEN v_call.scheduled_at <= v_now THEN 'too_late'
+        ELSE 'applied' END;
+    IF v_outcome = 'applied' THEN
+        v_cause := CASE p_action WHEN 'call_now' THEN 'user_call_now' WHEN 'snooze' THEN 'user_snoozed'
+                                 ELSE 'user_skipped' END;
+        -- Read by the scheduled_calls triggers: the reason unsent rows and call events carry.
+        PERFORM set_config('precall.change_cause', v_cause, true);
+        v_previous := v_call.scheduled_at;
+        IF p_action = 'call_now' THEN
+            UPDATE scheduled_calls c SET scheduled_at = v_now WHERE c.id = v_call.id;
+            -- The re-planning leaves no call job for a call that is due now: this one fires at once.
+            INSERT INTO precall.call_jobs AS j (call_id, user_id, due_at)
+            VALUES (v_call.id, v_call.user_id, v_now)
+            ON CONFLICT (call_id) DO UPDATE
+                SET due_at = EXCLUDED.due_at, status = 'queued', reason = NULL, attempts = 0, updated_at = v_now;
+        ELSIF p_action = 'snooze' THEN
+            UPDATE scheduled_calls c
+            SET scheduled_at = c.scheduled_at + make_interval(mins => (SELECT s.snooze_minutes FROM precall.settings s))
+            WHERE c.id = v_call.id;
+        ELSE
+            UPDATE scheduled_calls c SET status = 'cancelled' WHERE c.id = v_call.id;
+        END IF;
+        PERFORM set_config('precall.change_cause', '', true);
+        SELECT * INTO v_call FROM scheduled_calls c WHERE c.id = v_call.id;
+    END IF;
+    INSERT INTO precall.call_actions (call_id, user_id, notification_id, action, channel, device_id, outcome,
+                                      previous_scheduled_at, scheduled_at, at)
+    VALUES (v_n.call_id, v_n.user_id, v_n.id, p_action, v_n.channel, p_device, v_outcome,
+            v_previous, v_call.scheduled_at, v_now);
+    RETURN QUERY SELECT v_outcome, v_n.call_id, v_n.user_id, v_n.channel::text, v_call.status::text,
+                        v_call.scheduled_at, v_previous, v_found.action, v_found.at;
+END
+$$;
+
+
+--
 -- Name: apply_sms_status(text, text, integer, timestamp with time zone); Type: FUNCTION; Schema: precall; Owner: -
 --
 
@@ -214,6 +291,45 @@ $$;
 
 
 --
+-- Name: claim_call_events(text, integer, text[]); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.claim_call_events(p_worker text, p_limit integer, p_gone text[] DEFAULT NULL::text[]) RETURNS TABLE(id bigint, call_id uuid, user_id uuid, event text, previous_scheduled_at timestamp with time zone, scheduled_at timestamp with time zone, cause text, created_at timestamp with time zone, attempts integer)
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_now timestamptz := clock_timestamp();
+    v_settings precall.settings;
+    v_gone text[] := precall.gone_lease_owners(p_gone);
+BEGIN
+    SELECT * INTO v_settings FROM precall.settings;
+    RETURN QUERY
+    WITH due AS (
+        SELECT e.id FROM precall.call_events e
+        WHERE e.status IN ('queued', 'firing')
+          AND (e.status = 'queued' OR e.lease_expires_at < v_now OR e.lease_owner = ANY (v_gone))
+          AND NOT EXISTS (SELECT 1 FROM precall.call_events o
+                          WHERE o.call_id = e.call_id AND o.id < e.id AND o.status IN ('queued', 'firing'))
+        ORDER BY e.id
+        LIMIT p_limit
+        FOR UPDATE SKIP LOCKED
+    ), claimed AS (
+        UPDATE precall.call_events e
+        SET status = CASE WHEN e.attempts >= v_settings.max_attempts THEN 'failed' ELSE 'firing' END,
+            outcome = CASE WHEN e.attempts >= v_settings.max_attempts
+                           THEN format('gave_up: %s attempts without an outcome', e.attempts) ELSE e.outcome END,
+            lease_owner = p_worker, lease_expires_at = v_now + v_settings.lease,
+            attempts = e.attempts + CASE WHEN e.attempts >= v_settings.max_attempts THEN 0 ELSE 1 END
+        FROM due WHERE e.id = due.id
+        RETURNING e.*
+    )
+    SELECT c.id, c.call_id, c.user_id, c.event, c.previous_scheduled_at, c.scheduled_at, c.cause, c.created_at, c.attempts
+    FROM claimed c WHERE c.status = 'firing';
+END
+$$;
+
+
+--
 -- Name: claim_due_calls(text, integer, text[]); Type: FUNCTION; Schema: precall; Owner: -
 --
 
@@ -232,6 +348,9 @@ BEGIN
         FROM precall.call_jobs j
         WHERE j.status IN ('queued', 'firing') AND j.due_at <= v_now
           AND (j.status = 'queued' OR j.lease_expires_at < v_now OR j.lease_owner = ANY (v_gone))
+          -- A call's events go first: the receiver hears call.rescheduled before call.due.
+          AND NOT EXISTS (SELECT 1 FROM precall.call_events e
+                          WHERE e.call_id = j.call_id AND e.status IN ('queued', 'firing'))
         ORDER BY j.due_at
         LIMIT p_limit
         FOR UPDATE SKIP LOCKED
@@ -428,6 +547,7 @@ CREATE TABLE precall.settings (
     push_enabled boolean DEFAULT true NOT NULL,
     sms_enabled boolean DEFAULT true NOT NULL,
     sms_daily_budget jsonb,
+    snooze_minutes integer DEFAULT 10 NOT NULL,
     CONSTRAINT settings_call_grace_check CHECK ((call_grace >= '00:00:10'::interval)),
     CONSTRAINT settings_device_stale_after_check CHECK ((device_stale_after >= '1 day'::interval)),
     CONSTRAINT settings_fallback_wait_check CHECK (((fallback_wait >= '00:00:01'::interval) AND (fallback_wait <= '00:10:00'::interval))),
@@ -439,7 +559,8 @@ CREATE TABLE precall.settings (
     CONSTRAINT settings_min_notice_check CHECK ((min_notice >= '00:00:05'::interval)),
     CONSTRAINT settings_retention_check CHECK ((retention >= '1 day'::interval)),
     CONSTRAINT settings_singleton_check CHECK (singleton),
-    CONSTRAINT settings_sms_daily_budget_check CHECK (((sms_daily_budget IS NULL) OR ((jsonb_typeof(sms_daily_budget) = 'object'::text) AND (NOT jsonb_path_exists(sms_daily_budget, '$.*?(@.type() != "number" || @ < 0)'::jsonpath)))))
+    CONSTRAINT settings_sms_daily_budget_check CHECK (((sms_daily_budget IS NULL) OR ((jsonb_typeof(sms_daily_budget) = 'object'::text) AND (NOT jsonb_path_exists(sms_daily_budget, '$.*?(@.type() != "number" || @ < 0)'::jsonpath))))),
+    CONSTRAINT settings_snooze_minutes_check CHECK (((snooze_minutes >= 1) AND (snooze_minutes <= 60)))
 );
 
 
@@ -664,6 +785,30 @@ $$;
 
 
 --
+-- Name: history_entries(uuid, integer, integer); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.history_entries(p_user uuid, p_limit integer DEFAULT 20, p_offset integer DEFAULT 0) RETURNS TABLE(id uuid, call_id uuid, type text, channel text, status text, title text, body text, reason text, send_at timestamp with time zone, sent_at timestamp with time zone, delivered_at timestamp with time zone, opened_at timestamp with time zone, created_at timestamp with time zone, action text, outcome text, notification_id uuid)
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT * FROM (
+        (SELECT n.id, n.call_id, n.type::text, n.channel::text, n.status::text, n.title, n.body, n.reason,
+                n.send_at, n.sent_at, n.delivered_at, n.opened_at, n.created_at,
+                NULL::text, NULL::text, NULL::uuid
+         FROM notification_logs n WHERE n.user_id = p_user
+         ORDER BY n.created_at DESC, n.id DESC LIMIT p_limit + p_offset)
+        UNION ALL
+        (SELECT a.id, a.call_id, 'action', a.channel, a.outcome, NULL, NULL, NULL,
+                NULL, NULL, NULL, NULL, a.at, a.action, a.outcome, a.notification_id
+         FROM precall.call_actions a WHERE a.user_id = p_user
+         ORDER BY a.at DESC LIMIT p_limit + p_offset)
+    ) e
+    ORDER BY e.created_at DESC, e.id DESC
+    LIMIT p_limit OFFSET p_offset
+$$;
+
+
+--
 -- Name: is_time_zone(text); Type: FUNCTION; Schema: precall; Owner: -
 --
 
@@ -685,20 +830,25 @@ CREATE FUNCTION precall.kpis(p_since timestamp with time zone, p_by text DEFAULT
     LANGUAGE plpgsql STABLE
     AS $$
 BEGIN
-    IF p_by NOT IN ('all', 'channel', 'locale', 'platform', 'day') THEN
-        RAISE EXCEPTION 'cannot group by %: use channel, locale, platform or day', p_by USING ERRCODE = '22023';
+    IF p_by NOT IN ('all', 'channel', 'locale', 'platform', 'day', 'action') THEN
+        RAISE EXCEPTION 'cannot group by %: use channel, locale, platform, day or action', p_by USING ERRCODE = '22023';
     END IF;
     RETURN QUERY
     WITH n AS (
         SELECT f.*, CASE p_by WHEN 'all' THEN 'all' WHEN 'channel' THEN coalesce(f.channel, 'none')
-                    WHEN 'locale' THEN f.locale::text WHEN 'platform' THEN f.platform::text ELSE f.day::text END AS g
+                    WHEN 'locale' THEN f.locale::text WHEN 'platform' THEN f.platform::text
+                    WHEN 'action' THEN coalesce((SELECT a.action FROM precall.call_actions a
+                                                 WHERE a.call_id = f.call_id AND a.outcome = 'applied'), 'none')
+                    ELSE f.day::text END AS g,
+               EXISTS (SELECT 1 FROM precall.call_actions a WHERE a.notification_id = f.id) AS acted
         FROM precall.notification_facts f WHERE f.created_at >= p_since
     ), c AS (
         SELECT f.*, CASE p_by WHEN 'all' THEN 'all' WHEN 'channel' THEN f.channel
-                    WHEN 'locale' THEN f.locale::text WHEN 'platform' THEN f.platform::text ELSE f.day::text END AS g
+                    WHEN 'locale' THEN f.locale::text WHEN 'platform' THEN f.platform::text
+                    WHEN 'action' THEN f.action ELSE f.day::text END AS g
         FROM precall.call_facts f WHERE f.scheduled_at >= p_since
     ), j AS (
-        SELECT CASE p_by WHEN 'all' THEN 'all' WHEN 'channel' THEN 'none'
+        SELECT CASE p_by WHEN 'all' THEN 'all' WHEN 'channel' THEN 'none' WHEN 'action' THEN 'none'
                     WHEN 'locale' THEN u.locale::text WHEN 'platform' THEN coalesce(u.platform::text, 'none')
                     ELSE (cj.due_at AT TIME ZONE 'UTC')::date::text END AS g,
                cj.status
@@ -707,6 +857,13 @@ BEGIN
     ), raw AS (
         SELECT c.g, 'call_answer_rate' AS kpi, count(*) FILTER (WHERE c.answered)::numeric AS num, count(*)::numeric AS den
         FROM c GROUP BY c.g
+        UNION ALL
+        SELECT c.g, 'snoozed_answer_rate', count(*) FILTER (WHERE c.answered), count(*)
+        FROM c WHERE c.action = 'snooze' GROUP BY c.g
+        UNION ALL
+        -- Previews a person acted on (call now, snooze, skip; applied or refused) / previews sent.
+        SELECT n.g, 'action_rate', count(*) FILTER (WHERE n.acted AND n.sent), count(*) FILTER (WHERE n.sent)
+        FROM n WHERE n.type IN ('preview_push', 'preview_sms', 'fallback_sms') GROUP BY n.g
         UNION ALL
         SELECT n.g, 'open_rate', count(*) FILTER (WHERE n.opened), count(*) FILTER (WHERE n.delivered)
         FROM n WHERE n.channel = 'push' GROUP BY n.g
@@ -818,7 +975,9 @@ BEGIN
     ) - clock_timestamp());
     call_in := extract(epoch FROM least(
         (SELECT min(due_at) FROM precall.call_jobs WHERE status = 'queued'),
-        (SELECT min(lease_expires_at) FROM precall.call_jobs WHERE status = 'firing')
+        (SELECT min(lease_expires_at) FROM precall.call_jobs WHERE status = 'firing'),
+        (SELECT min(created_at) FROM precall.call_events WHERE status = 'queued'),
+        (SELECT min(lease_expires_at) FROM precall.call_events WHERE status = 'firing')
     ) - clock_timestamp());
 END
 $$;
@@ -1008,6 +1167,9 @@ BEGIN
     DELETE FROM precall.call_jobs WHERE due_at < v_cutoff AND status NOT IN ('queued', 'firing');
     COMMIT;
     DELETE FROM precall.sms_inbound WHERE received_at < v_cutoff;
+    DELETE FROM precall.call_actions WHERE at < v_cutoff;
+    DELETE FROM precall.call_events WHERE created_at < v_cutoff AND status NOT IN ('queued', 'firing');
+    DELETE FROM precall.call_outcomes WHERE received_at < v_cutoff;
     DELETE FROM precall.sms_spend WHERE day < (v_cutoff AT TIME ZONE 'UTC')::date;
     COMMIT;
     -- Devices not seen for device_stale_after get no push already; now they go.
@@ -1063,6 +1225,81 @@ $_$;
 
 
 --
+-- Name: receive_sms(text, text, text); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.receive_sms(p_sid text, p_from text, p_body text) RETURNS TABLE(kind text, action text, outcome text, user_id uuid, locale text, coach_name text, time_zone text, scheduled_at timestamp with time zone, call_status text)
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_kind text := precall.record_inbound_sms(p_sid, p_from, p_body);
+    v_action text;
+    v_notification uuid;
+    v_user uuid;
+    v_result record;
+    v_action_id uuid;
+BEGIN
+    IF v_kind <> 'stored' THEN
+        RETURN QUERY SELECT v_kind, NULL::text, NULL::text, NULL::uuid, NULL::text, NULL::text, NULL::text,
+                            NULL::timestamptz, NULL::text;
+        RETURN;
+    END IF;
+    v_action := precall.sms_reply_action(p_body);
+    IF v_action IS NOT NULL THEN
+        SELECT n.id, n.user_id INTO v_notification, v_user
+        FROM users u JOIN notification_logs n ON n.user_id = u.id
+        WHERE u.phone_number = p_from AND coalesce(p_from, '') <> ''
+          AND n.channel = 'sms' AND n.type IN ('preview_sms', 'fallback_sms') AND n.call_id IS NOT NULL
+          AND n.sent_at >= clock_timestamp() - interval '30 minutes'
+        ORDER BY n.sent_at DESC LIMIT 1;
+    END IF;
+    IF v_notification IS NOT NULL THEN
+        SELECT * INTO v_result FROM precall.apply_call_action(v_notification, v_action, NULL, NULL) r;
+        SELECT a.id INTO v_action_id FROM precall.call_actions a
+        WHERE a.notification_id = v_notification ORDER BY a.at DESC LIMIT 1;
+        UPDATE precall.sms_inbound SET call_action_id = v_action_id WHERE message_sid = p_sid;
+        RETURN QUERY SELECT 'action', v_action, v_result.outcome, v_user, u.locale::text, p.name::text,
+                            u.timezone::text, v_result.scheduled_at, v_result.call_status
+        FROM users u LEFT JOIN coach_personas p ON p.id = u.coach_persona_id WHERE u.id = v_user;
+        RETURN;
+    END IF;
+    -- Help: only to a number we know (a stranger's text costs nothing), once a day.
+    SELECT u.id INTO v_user FROM users u
+    WHERE u.phone_number = p_from AND coalesce(p_from, '') <> '' AND NOT coalesce(u.sms_opted_out, false)
+    ORDER BY u.id LIMIT 1;
+    IF v_user IS NULL OR EXISTS (
+        SELECT 1 FROM precall.sms_inbound i
+        WHERE i.from_number = p_from AND i.reply = 'help'
+          AND i.received_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')
+    THEN
+        RETURN QUERY SELECT 'ignored', v_action, NULL::text, v_user, NULL::text, NULL::text, NULL::text,
+                            NULL::timestamptz, NULL::text;
+        RETURN;
+    END IF;
+    UPDATE precall.sms_inbound SET reply = 'help' WHERE message_sid = p_sid;
+    RETURN QUERY SELECT 'help', v_action, NULL::text, v_user, u.locale::text, p.name::text, u.timezone::text,
+                        NULL::timestamptz, NULL::text
+    FROM users u LEFT JOIN coach_personas p ON p.id = u.coach_persona_id WHERE u.id = v_user;
+END
+$$;
+
+
+--
+-- Name: record_call_event(bigint, text, boolean, text); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.record_call_event(p_id bigint, p_worker text, p_ok boolean, p_outcome text) RETURNS boolean
+    LANGUAGE sql
+    AS $$
+    UPDATE precall.call_events
+    SET status = CASE WHEN p_ok THEN 'delivered' ELSE 'failed' END, outcome = p_outcome,
+        delivered_at = CASE WHEN p_ok THEN clock_timestamp() END, lease_owner = NULL, lease_expires_at = NULL
+    WHERE id = p_id AND status = 'firing' AND lease_owner = p_worker
+    RETURNING true
+$$;
+
+
+--
 -- Name: record_call_fired(uuid, text, boolean, text); Type: FUNCTION; Schema: precall; Owner: -
 --
 
@@ -1075,6 +1312,42 @@ BEGIN
         fired_at = clock_timestamp(), lease_owner = NULL, lease_expires_at = NULL, updated_at = clock_timestamp()
     WHERE call_id = p_call_id AND status = 'firing' AND lease_owner = p_worker;
     RETURN FOUND;
+END
+$$;
+
+
+--
+-- Name: record_call_outcome(uuid, text, text, timestamp with time zone); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.record_call_outcome(p_call_id uuid, p_status text, p_answered_by text, p_at timestamp with time zone) RETURNS TABLE(result text, call_status text, answered_by text)
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_call scheduled_calls;
+    v_known precall.call_outcomes;
+BEGIN
+    SELECT * INTO v_call FROM scheduled_calls c WHERE c.id = p_call_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT 'unknown', NULL::text, NULL::text;
+        RETURN;
+    END IF;
+    SELECT * INTO v_known FROM precall.call_outcomes o WHERE o.call_id = p_call_id;
+    IF FOUND THEN
+        RETURN QUERY SELECT CASE WHEN v_known.status = p_status AND v_known.answered_by = p_answered_by
+                                 THEN 'duplicate' ELSE 'conflict' END, v_call.status::text, v_known.answered_by;
+        RETURN;
+    END IF;
+    IF v_call.status NOT IN ('pending', 'in_progress') AND v_call.status <> p_status THEN
+        RETURN QUERY SELECT 'conflict', v_call.status::text, NULL::text;
+        RETURN;
+    END IF;
+    INSERT INTO precall.call_outcomes (call_id, status, answered_by, at)
+    VALUES (p_call_id, p_status, p_answered_by, p_at);
+    IF v_call.status <> p_status THEN
+        UPDATE scheduled_calls c SET status = p_status WHERE c.id = p_call_id;
+    END IF;
+    RETURN QUERY SELECT 'recorded', p_status, p_answered_by;
 END
 $$;
 
@@ -1309,6 +1582,27 @@ $_$;
 
 
 --
+-- Name: record_sms_reply(text, text, text, text, integer, numeric, text); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.record_sms_reply(p_sid text, p_reply text, p_body text, p_encoding text, p_segments integer, p_cost numeric, p_currency text) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    UPDATE precall.sms_inbound
+    SET reply = p_reply, reply_body = p_body, reply_encoding = p_encoding, reply_segments = p_segments,
+        reply_cost = p_cost, reply_currency = p_currency
+    WHERE message_sid = p_sid;
+    IF FOUND AND p_cost IS NOT NULL AND p_currency IS NOT NULL THEN
+        INSERT INTO precall.sms_spend AS sp (day, currency, amount, messages)
+        VALUES ((now() AT TIME ZONE 'UTC')::date, p_currency, p_cost, 1)
+        ON CONFLICT (day, currency) DO UPDATE SET amount = sp.amount + EXCLUDED.amount, messages = sp.messages + 1;
+    END IF;
+END
+$$;
+
+
+--
 -- Name: record_sms_status(text, text, integer, timestamp with time zone); Type: FUNCTION; Schema: precall; Owner: -
 --
 
@@ -1482,6 +1776,23 @@ $$;
 
 
 --
+-- Name: sms_reply_action(text); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.sms_reply_action(p_body text) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    AS $$
+    SELECT CASE regexp_replace(upper(translate(left(coalesce(p_body, ''), 64),
+                   'àâäáãéèêëíìîïóòôöõúùûüçñÀÂÄÁÃÉÈÊËÍÌÎÏÓÒÔÖÕÚÙÛÜÇÑ',
+                   'aaaaaeeeeiiiiooooouuuucnAAAAAEEEEIIIIOOOOOUUUUCN')), '[^A-Z0-9]', '', 'g')
+               WHEN '1' THEN 'call_now' WHEN 'NOW' THEN 'call_now' WHEN 'MAINTENANT' THEN 'call_now'
+               WHEN '2' THEN 'snooze' WHEN 'LATER' THEN 'snooze' WHEN 'PLUSTARD' THEN 'snooze'
+               WHEN '3' THEN 'skip' WHEN 'SKIP' THEN 'skip' WHEN 'ANNULER' THEN 'skip'
+           END
+$$;
+
+
+--
 -- Name: store_push_deliveries(jsonb); Type: FUNCTION; Schema: precall; Owner: -
 --
 
@@ -1599,14 +1910,20 @@ $$;
 CREATE FUNCTION precall.tg_scheduled_calls__after_update() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
+DECLARE
+    v_cause text := nullif(current_setting('precall.change_cause', true), '');
 BEGIN
     IF NEW.status <> 'pending' THEN
-        PERFORM precall.cancel_unsent(NEW.id, format('call_%s', NEW.status), NEW.status = 'cancelled');
+        PERFORM precall.cancel_unsent(NEW.id, coalesce(v_cause, format('call_%s', NEW.status)), NEW.status = 'cancelled');
         RETURN NULL;
     END IF;
     IF OLD.scheduled_at IS DISTINCT FROM NEW.scheduled_at THEN
         PERFORM precall.cancel_unsent(NEW.id,
-            format('rescheduled: call moved from %s to %s', OLD.scheduled_at, NEW.scheduled_at), true);
+            format('%s: call moved from %s to %s', coalesce(v_cause, 'rescheduled'), OLD.scheduled_at, NEW.scheduled_at),
+            true);
+    END IF;
+    IF v_cause = 'user_call_now' THEN
+        RETURN NULL;
     END IF;
     PERFORM precall.plan_calls(ARRAY[NEW.id]);
     RETURN NULL;
@@ -1627,6 +1944,36 @@ BEGIN
     WHERE n.call_id = NEW.id AND n.planned_for = NEW.scheduled_at
       AND n.type IN ('preview_push', 'preview_sms') AND n.sent_at IS NOT NULL;
     RETURN NEW;
+END
+$$;
+
+
+--
+-- Name: tg_scheduled_calls__events(); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.tg_scheduled_calls__events() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_event text;
+    v_cause text := nullif(current_setting('precall.change_cause', true), '');
+BEGIN
+    IF NEW.status = 'cancelled' AND OLD.status IS DISTINCT FROM 'cancelled' THEN
+        v_event := 'call.cancelled';
+    ELSIF NEW.status = 'pending' AND OLD.scheduled_at IS DISTINCT FROM NEW.scheduled_at THEN
+        v_event := 'call.rescheduled';
+    ELSE
+        RETURN NULL;
+    END IF;
+    INSERT INTO precall.call_events (call_id, user_id, event, previous_scheduled_at, scheduled_at, cause)
+    VALUES (NEW.id, NEW.user_id, v_event,
+            CASE WHEN v_event = 'call.rescheduled' THEN OLD.scheduled_at END, NEW.scheduled_at, v_cause);
+    PERFORM pg_notify('precall_call_changed', json_build_object(
+        'v', 1, 'event', v_event, 'call_id', NEW.id, 'user_id', NEW.user_id,
+        'previous_scheduled_at', CASE WHEN v_event = 'call.rescheduled' THEN OLD.scheduled_at END,
+        'scheduled_at', NEW.scheduled_at, 'cause', v_cause)::text);
+    RETURN NULL;
 END
 $$;
 
@@ -1796,6 +2143,81 @@ $$;
 
 
 --
+-- Name: call_actions; Type: TABLE; Schema: precall; Owner: -
+--
+
+CREATE TABLE precall.call_actions (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    call_id uuid NOT NULL,
+    user_id uuid NOT NULL,
+    notification_id uuid,
+    action text NOT NULL,
+    channel text NOT NULL,
+    device_id bigint,
+    outcome text NOT NULL,
+    previous_scheduled_at timestamp with time zone,
+    scheduled_at timestamp with time zone,
+    at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    CONSTRAINT call_actions_action_check CHECK ((action = ANY (ARRAY['call_now'::text, 'snooze'::text, 'skip'::text]))),
+    CONSTRAINT call_actions_channel_check CHECK ((channel = ANY (ARRAY['push'::text, 'sms'::text]))),
+    CONSTRAINT call_actions_outcome_check CHECK ((outcome = ANY (ARRAY['applied'::text, 'already_acted'::text, 'not_pending'::text, 'too_late'::text])))
+);
+
+
+--
+-- Name: call_events; Type: TABLE; Schema: precall; Owner: -
+--
+
+CREATE TABLE precall.call_events (
+    id bigint NOT NULL,
+    call_id uuid NOT NULL,
+    user_id uuid NOT NULL,
+    event text NOT NULL,
+    previous_scheduled_at timestamp with time zone,
+    scheduled_at timestamp with time zone NOT NULL,
+    cause text,
+    status text DEFAULT 'queued'::text NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    lease_owner text,
+    lease_expires_at timestamp with time zone,
+    outcome text,
+    delivered_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    CONSTRAINT call_events_event_check CHECK ((event = ANY (ARRAY['call.rescheduled'::text, 'call.cancelled'::text]))),
+    CONSTRAINT call_events_status_check CHECK ((status = ANY (ARRAY['queued'::text, 'firing'::text, 'delivered'::text, 'failed'::text])))
+);
+
+
+--
+-- Name: call_events_id_seq; Type: SEQUENCE; Schema: precall; Owner: -
+--
+
+ALTER TABLE precall.call_events ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME precall.call_events_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+
+--
+-- Name: call_outcomes; Type: TABLE; Schema: precall; Owner: -
+--
+
+CREATE TABLE precall.call_outcomes (
+    call_id uuid NOT NULL,
+    status text NOT NULL,
+    answered_by text NOT NULL,
+    at timestamp with time zone,
+    received_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    CONSTRAINT call_outcomes_answered_by_check CHECK ((answered_by = ANY (ARRAY['human'::text, 'machine'::text, 'unknown'::text]))),
+    CONSTRAINT call_outcomes_status_check CHECK ((status = ANY (ARRAY['answered'::text, 'no_answer'::text, 'failed'::text])))
+);
+
+
+--
 -- Name: scheduled_calls; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -1828,9 +2250,13 @@ CREATE VIEW precall.call_facts AS
           WHERE ((n.call_id = c.id) AND ((n.type)::text = ANY ((ARRAY['preview_push'::character varying, 'preview_sms'::character varying])::text[])) AND (n.sent_at IS NOT NULL))
           ORDER BY n.sent_at
          LIMIT 1), 'none'::character varying) AS channel,
-    ((c.status)::text = 'answered'::text) AS answered
-   FROM (public.scheduled_calls c
+    (((c.status)::text = 'answered'::text) AND (o.answered_by IS DISTINCT FROM 'machine'::text)) AS answered,
+    o.answered_by,
+    COALESCE(a.action, 'none'::text) AS action
+   FROM (((public.scheduled_calls c
      JOIN public.users u ON ((u.id = c.user_id)))
+     LEFT JOIN precall.call_outcomes o ON ((o.call_id = c.id)))
+     LEFT JOIN precall.call_actions a ON (((a.call_id = c.id) AND (a.outcome = 'applied'::text))))
   WHERE ((c.status)::text = ANY ((ARRAY['answered'::character varying, 'no_answer'::character varying, 'failed'::character varying])::text[]));
 
 
@@ -1987,7 +2413,15 @@ CREATE TABLE precall.sms_inbound (
     action text,
     users_changed integer DEFAULT 0 NOT NULL,
     received_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT sms_inbound_action_check CHECK ((action = ANY (ARRAY['opt_out'::text, 'opt_in'::text])))
+    call_action_id uuid,
+    reply text,
+    reply_body text,
+    reply_encoding character varying(8),
+    reply_segments integer,
+    reply_cost numeric(10,4),
+    reply_currency character(3),
+    CONSTRAINT sms_inbound_action_check CHECK ((action = ANY (ARRAY['opt_out'::text, 'opt_in'::text]))),
+    CONSTRAINT sms_inbound_reply_check CHECK ((reply = ANY (ARRAY['confirmation'::text, 'refused'::text, 'help'::text])))
 );
 
 
@@ -2038,11 +2472,35 @@ CREATE TABLE public.coach_personas (
 
 
 --
+-- Name: call_actions call_actions_pkey; Type: CONSTRAINT; Schema: precall; Owner: -
+--
+
+ALTER TABLE ONLY precall.call_actions
+    ADD CONSTRAINT call_actions_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: call_events call_events_pkey; Type: CONSTRAINT; Schema: precall; Owner: -
+--
+
+ALTER TABLE ONLY precall.call_events
+    ADD CONSTRAINT call_events_pkey PRIMARY KEY (id);
+
+
+--
 -- Name: call_jobs call_jobs_pkey; Type: CONSTRAINT; Schema: precall; Owner: -
 --
 
 ALTER TABLE ONLY precall.call_jobs
     ADD CONSTRAINT call_jobs_pkey PRIMARY KEY (call_id);
+
+
+--
+-- Name: call_outcomes call_outcomes_pkey; Type: CONSTRAINT; Schema: precall; Owner: -
+--
+
+ALTER TABLE ONLY precall.call_outcomes
+    ADD CONSTRAINT call_outcomes_pkey PRIMARY KEY (call_id);
 
 
 --
@@ -2198,6 +2656,48 @@ ALTER TABLE public.users
 
 
 --
+-- Name: call_actions_at_idx; Type: INDEX; Schema: precall; Owner: -
+--
+
+CREATE INDEX call_actions_at_idx ON precall.call_actions USING btree (at);
+
+
+--
+-- Name: call_actions_notification_idx; Type: INDEX; Schema: precall; Owner: -
+--
+
+CREATE INDEX call_actions_notification_idx ON precall.call_actions USING btree (notification_id);
+
+
+--
+-- Name: call_actions_once_per_call; Type: INDEX; Schema: precall; Owner: -
+--
+
+CREATE UNIQUE INDEX call_actions_once_per_call ON precall.call_actions USING btree (call_id) WHERE (outcome = 'applied'::text);
+
+
+--
+-- Name: call_actions_user_idx; Type: INDEX; Schema: precall; Owner: -
+--
+
+CREATE INDEX call_actions_user_idx ON precall.call_actions USING btree (user_id, at DESC);
+
+
+--
+-- Name: call_events_created_idx; Type: INDEX; Schema: precall; Owner: -
+--
+
+CREATE INDEX call_events_created_idx ON precall.call_events USING btree (created_at);
+
+
+--
+-- Name: call_events_undelivered_idx; Type: INDEX; Schema: precall; Owner: -
+--
+
+CREATE INDEX call_events_undelivered_idx ON precall.call_events USING btree (call_id, id) WHERE (status = ANY (ARRAY['queued'::text, 'firing'::text]));
+
+
+--
 -- Name: call_jobs_active_due_idx; Type: INDEX; Schema: precall; Owner: -
 --
 
@@ -2223,6 +2723,13 @@ CREATE INDEX devices_last_seen_idx ON precall.devices USING btree (last_seen_at)
 --
 
 CREATE INDEX devices_user_idx ON precall.devices USING btree (user_id, last_seen_at DESC);
+
+
+--
+-- Name: sms_inbound_from_idx; Type: INDEX; Schema: precall; Owner: -
+--
+
+CREATE INDEX sms_inbound_from_idx ON precall.sms_inbound USING btree (from_number, received_at);
 
 
 --
@@ -2440,6 +2947,13 @@ CREATE TRIGGER _500_replan_previews AFTER UPDATE OF scheduled_at, status ON publ
 --
 
 CREATE TRIGGER _500_replan_previews AFTER UPDATE OF notification_lead_min, notification_pref ON public.users FOR EACH ROW WHEN (((old.notification_lead_min IS DISTINCT FROM new.notification_lead_min) OR ((old.notification_pref)::text IS DISTINCT FROM (new.notification_pref)::text))) EXECUTE FUNCTION precall.tg_users__after_update();
+
+
+--
+-- Name: scheduled_calls _600_call_events; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER _600_call_events AFTER UPDATE OF scheduled_at, status ON public.scheduled_calls FOR EACH ROW WHEN (((old.scheduled_at IS DISTINCT FROM new.scheduled_at) OR ((old.status)::text IS DISTINCT FROM (new.status)::text))) EXECUTE FUNCTION precall.tg_scheduled_calls__events();
 
 
 --

@@ -21,6 +21,12 @@ TEMPLATE_KEYS = (
     "preview.sms.minimal",
     "preview.sms.tiny",
 )
+# strings.toml phrases every locale must define (`precall templates check`).
+STRING_KEYS = (
+    ("sms", "hint"), ("sms", "hint_short"),
+    ("replies", "call_now"), ("replies", "call_now_short"), ("replies", "snooze"), ("replies", "snooze_short"),
+    ("replies", "skip"), ("replies", "refused"), ("replies", "help"),
+)
 
 
 def sentence(text: str) -> str:
@@ -99,3 +105,10 @@ class Catalog:
         assert isinstance(context, dict)
         line = context.get(str(streak))
         return str(line) if line else None
+
+    def string(self, locale: str, section: str, key: str) -> str | None:
+        """A phrase of strings.toml's [section] (sms, replies), None when the locale lacks it."""
+        table = self._strings[locale].get(section, {})
+        assert isinstance(table, dict)
+        value = table.get(key)
+        return str(value) if value is not None else None

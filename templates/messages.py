@@ -85,6 +85,9 @@ class MessageInput:
     topic_key: str | None
     locale: str | None
     minutes: int
+    # precall.settings.snooze_minutes: the SMS ends with the reply hint ("Reply 2: +10 min, 3:
+    # skip") when it still fits one segment; None: no hint (a display, not a send).
+    snooze_minutes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,7 @@ class Resolved:
     emoji: str
     topic: Phrase
     notes: list[str] = field(default_factory=list)
+    snooze_minutes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -122,7 +126,8 @@ def resolve(catalog: Catalog, inp: MessageInput, ids: Mapping[str, object] | Non
         notes.append(f"unknown topic {inp.topic_key!r} -> {topic.full!r}")
         log.warning("unknown topic key %r, using a neutral phrase", inp.topic_key, extra=dict(ids or {}))
     streak = max(0, int(inp.streak))
-    return Resolved(locale, name, streak, max(1, int(inp.minutes)), streak_emoji(streak), topic, notes)
+    snooze = max(1, int(inp.snooze_minutes)) if inp.snooze_minutes is not None else None
+    return Resolved(locale, name, streak, max(1, int(inp.minutes)), streak_emoji(streak), topic, notes, snooze)
 
 
 def push_text(catalog: Catalog, r: Resolved, typography: bool = False) -> PushText:

@@ -11,6 +11,11 @@ text fits one segment (160 GSM-7 septets or 70 UCS-2 units):
   7. `preview.sms.minimal` (name, minutes, day only);
   8. `preview.sms.tiny` (the same, tersest: for 24-character names outside the BMP).
 Every step keeps the coach name, the minutes and the streak day, and ends on a whole word.
+
+With a snooze time (a send, not a display), the text ends with the locale's reply hint ([sms]
+hint, then hint_short) when the whole text still fits one segment. The hint is worth more than the
+emoji and the full topic (it is how a person answers the preview by SMS, and an emoji alone
+halves the room: UCS-2), so steps 1-4 are tried with the hint first; from step 5 on, no hint.
 """
 
 from __future__ import annotations
@@ -59,9 +64,28 @@ def _candidates(catalog: Catalog, r: Resolved) -> Iterator[tuple[str, str]]:
     yield "tiny", sms("preview.sms.tiny", True)
 
 
+HINTED_STEPS = ("as_written", "gsm_punctuation", "no_emoji", "short_topic")
+
+
+def _hints(catalog: Catalog, r: Resolved) -> list[str]:
+    if r.snooze_minutes is None:
+        return []
+    found = (catalog.string(r.locale, "sms", key) for key in ("hint", "hint_short"))
+    return [h.format(snooze=r.snooze_minutes) for h in found if h]
+
+
 def build_sms(catalog: Catalog, r: Resolved) -> SmsText:
     """The first candidate that fits one segment; the minimal form always does for names of
     ≤ 24 characters, leads ≤ 60 and streaks < 10^6 (property-tested)."""
+    hints = _hints(catalog, r)
+    if hints:
+        for step, text in _candidates(catalog, r):
+            if step not in HINTED_STEPS:
+                break
+            for hint in hints:
+                size = gsm7.measure(f"{text} {hint}")
+                if size.segments <= 1:
+                    return SmsText(f"{text} {hint}", size.encoding, size.units, size.segments, step + "+hint")
     last: tuple[str, str] | None = None
     for step, text in _candidates(catalog, r):
         size = gsm7.measure(text)

@@ -149,6 +149,19 @@ def test_adopted_varchar_columns_still_send(empty_db, start_dispatcher, fake_fcm
     [sms] = fake_twilio.state.accepted()
     assert sms.form["To"] == "+15555550177" and sms.form["Body"].startswith("Coach Max t'appelle dans 1 min")
     assert d.proc.poll() is None
+    # Answering the preview works on these tables too: skip from the push, "Plus tard" by SMS.
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        wait_until(lambda: conn.execute("SELECT count(*) FROM notification_logs WHERE sent_at IS NOT NULL").fetchone()
+                   == (2,), timeout=10)
+        nid = push.message["data"]["notification_id"]
+        assert conn.execute("SELECT outcome, call_status FROM precall.apply_call_action(%s, 'skip', NULL)",
+                            (nid,)).fetchone() == ("applied", "cancelled")
+        got = conn.execute("SELECT kind, outcome, locale FROM precall.receive_sms('SM' || md5('adopted'), "
+                           "'+15555550177', 'Plus tard')").fetchone()
+        assert got == ("action", "applied", "fr")
+        calls = conn.execute("SELECT u.email, c.status, c.scheduled_at > now() + interval '9 minutes'"
+                             " FROM scheduled_calls c JOIN users u ON u.id = c.user_id ORDER BY 1").fetchall()
+        assert calls == [("a@x", "cancelled", False), ("b@x", "pending", True)]
 
 
 def test_dispatcher_survives_a_database_error_in_one_tick(db, make, conn, start_dispatcher, fake_fcm) -> None:

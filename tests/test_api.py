@@ -393,7 +393,7 @@ def test_a_token_for_another_key_type_is_a_401_not_a_500(db, make, start_api) ->
 
 def test_an_unexpected_error_answers_in_the_one_shape_without_a_traceback(api, conn, make) -> None:
     uid = make.user()
-    conn.execute("ALTER FUNCTION precall.notification_history(uuid, integer, integer) RENAME TO gone_history")
+    conn.execute("ALTER FUNCTION precall.history_entries(uuid, integer, integer) RENAME TO gone_history")
     with client(api, uid) as http:
         r = http.get("/api/v1/notifications/history")
     assert r.status_code == 500

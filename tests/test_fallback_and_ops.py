@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from plugins.processes import wait_until
-from precall.dispatcher.webhook_signature import verify
+from precall.webhook_signature import verify
 
 
 def rows(dsn, call_id):
@@ -209,7 +209,7 @@ def test_call_webhook_fires_at_t_signed_and_never_for_cancelled(db, conn, make, 
     wait_until(lambda: webhook_receiver.received, timeout=5)
     time.sleep(1.5)
     [(at, headers, body)] = webhook_receiver.received
-    assert json.loads(body) == {"call_id": call, "user_id": uid,
+    assert json.loads(body) == {"event": "call.due", "call_id": call, "user_id": uid,
                                 "scheduled_at": T.isoformat().replace("+00:00", "Z")}
     assert 0 <= at - T.timestamp() < 1.0
     # The receiver's check, done by hand: HMAC-SHA256(secret, "<t>.<raw body>").

@@ -225,3 +225,41 @@ def test_the_unknown_topic_warning_names_its_preview(caplog) -> None:
         Renderer().render(MessageInput("Max", 12, "no_such_topic", "en", 5), ids)
     [rec] = [r for r in caplog.records if "unknown topic" in r.getMessage()]
     assert (rec.call_id, rec.user_id, rec.notification_id) == ("c-1", "u-1", "n-1")
+
+
+# --- the reply hint and the answers to SMS replies (issue 18) -----------------------------------
+
+def test_sms_ends_with_the_reply_hint_when_it_fits_one_segment() -> None:
+    en = R.render(MessageInput("Max", 12, "fitness_checkin", "en", 5, snooze_minutes=10)).sms
+    assert en.text == "Coach Max calling in 5 min! Day 12 - your fitness goal check-in. Answer! Reply 2: +10 min, 3: skip"
+    assert (en.encoding, en.segments) == ("GSM-7", 1)
+    fr = R.render(MessageInput("Max", 12, "fitness_checkin", "fr", 5, snooze_minutes=15)).sms
+    assert fr.text.endswith("Décroche ! Réponds 2 : +15 min, 3 : annuler") and fr.segments == 1
+    # Without a snooze time (a display), the text is what it was before the hint existed.
+    assert render("en").sms.text == "Coach Max calling in 5 min! Day 12 - your fitness goal check-in. Answer!"
+
+
+@given(name=st.text(min_size=0, max_size=40), streak=st.integers(0, 10**5), lead=st.integers(1, 60),
+       snooze=st.integers(1, 60), locale=st.sampled_from(["en", "fr", "de"]))
+@settings(max_examples=300, deadline=None)
+def test_a_hinted_sms_is_always_one_segment(name, streak, lead, snooze, locale) -> None:
+    sms = R.render(MessageInput(name, streak, "weekly_weighin", locale, lead, snooze_minutes=snooze)).sms
+    assert sms.segments == 1, sms
+
+
+def test_reply_answers_in_the_users_language_and_time_zone() -> None:
+    from datetime import datetime, timezone
+
+    from precall.templates.sms_replies import build_reply
+
+    at = datetime(2026, 12, 4, 7, 40, tzinfo=timezone.utc)
+    fr = build_reply(R.catalog, "fr-FR", "snooze", name="Coach Max", at=at, time_zone="Europe/Paris")
+    assert (fr.text, fr.segments) == ("OK : Coach Max t'appellera à 08:40.", 1)
+    en = build_reply(R.catalog, "en", "snooze", name="Max", at=at, time_zone="America/New_York")
+    assert en.text == "OK: Coach Max will call at 02:40."
+    assert build_reply(R.catalog, "xx", "skip").text == "OK: today's call is skipped."
+    assert build_reply(R.catalog, "fr", "call_now", name="Max").text == "OK : Coach Max t'appelle maintenant."
+    # A name that would not fit one UCS-2 segment: the short form, without it.
+    long = build_reply(R.catalog, "fr", "snooze", name="𝓜" * 24, at=at, time_zone="No/Such_Zone")
+    assert (long.text, long.segments) == ("OK : ton appel sera à 07:40.", 1)
+    assert build_reply(R.catalog, "en", "help", snooze_minutes=15).text.startswith("Reply 1: call now, 2: +15 min")

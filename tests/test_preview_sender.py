@@ -192,7 +192,8 @@ def test_an_sms_user_gets_one_segment_with_its_cost() -> None:
     r.run(preview(notification_pref="sms_only"))
     [(_, request)] = r.sms.sent
     assert request.to == "+15555550100"
-    assert request.body == "Coach Max calling in 5 min! Day 12 - your fitness goal check-in. Answer!"
+    assert request.body == ("Coach Max calling in 5 min! Day 12 - your fitness goal check-in. Answer! "
+                            "Reply 2: +10 min, 3: skip")
     [(kind, written)] = r.outcomes.writes
     assert kind == "sent" and written["type"] == "preview_sms" and written["sms_segments"] == 1
     assert (written["cost"], written["currency"]) == (Decimal("0.0075"), "USD")
@@ -396,3 +397,13 @@ def test_receipt_tokens_refuse_what_they_were_not_made_for() -> None:
     assert receipt_tokens.verify(token.replace("r1.7.", "r1.8."), nid, ["a" * 32], T0) is None
     assert receipt_tokens.verify(token + "x", nid, ["a" * 32], T0) is None
     assert receipt_tokens.verify("", nid, ["a" * 32], T0) is None
+
+
+def test_every_push_carries_its_actions_for_both_platforms() -> None:
+    r = rig()
+    r.run(preview(devices=TWO))
+    for _, request, _ in r.push.sent:
+        assert request.data["actions"] == "call_now,snooze,skip" and request.data["snooze_minutes"] == "10"
+        assert request.data["click_action"] == "PRECALL_CALL" and request.data["route"] == "incoming_call"
+        message = build_message(request)
+        assert message.apns.payload.aps.category == "PRECALL_CALL"

@@ -24,6 +24,9 @@ class PushRequest:
     # An Android device with PRECALL_ANDROID_MESSAGE=data: no notification block, so the app's
     # onMessageReceived runs in the background too (and can acknowledge); it shows the notification.
     data_only: bool = False
+    # The iOS notification category whose buttons the app registered (PRECALL_CALL: call now,
+    # snooze, skip); None: a plain notification.
+    category: str | None = None
 
 
 @dataclass(frozen=True)

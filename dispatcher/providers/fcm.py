@@ -59,7 +59,8 @@ def build_message(req: PushRequest) -> messaging.Message:
                     "apns-collapse-id": req.collapse_id[:64],
                 },
                 payload=messaging.APNSPayload(
-                    aps=messaging.Aps(mutable_content=True, custom_data={"interruption-level": "time-sensitive"}),
+                    aps=messaging.Aps(mutable_content=True, category=req.category,
+                                     custom_data={"interruption-level": "time-sensitive"}),
                 ),
             ),
         )

@@ -23,7 +23,9 @@ FROM notification_logs n
 JOIN users u ON u.id = n.user_id;
 
 -- One row per call that reached its time (answered, no_answer, failed), with the channel of the
--- preview that went out for it ('none' when none did).
+-- preview that went out for it ('none' when none did). A call the call system reported as
+-- answered by a machine (precall.call_outcomes) is not answered; `action` is the person's applied
+-- action on the call's preview ('none' when none).
 CREATE OR REPLACE VIEW precall.call_facts AS
 SELECT c.id, c.user_id, c.scheduled_at, c.status,
        (c.scheduled_at AT TIME ZONE 'UTC')::date AS day,
@@ -31,9 +33,13 @@ SELECT c.id, c.user_id, c.scheduled_at, c.status,
        coalesce((SELECT n.channel FROM notification_logs n
                  WHERE n.call_id = c.id AND n.type IN ('preview_push', 'preview_sms') AND n.sent_at IS NOT NULL
                  ORDER BY n.sent_at LIMIT 1), 'none') AS channel,
-       c.status = 'answered' AS answered
+       c.status = 'answered' AND o.answered_by IS DISTINCT FROM 'machine' AS answered,
+       o.answered_by,
+       coalesce(a.action, 'none') AS action
 FROM scheduled_calls c
 JOIN users u ON u.id = c.user_id
+LEFT JOIN precall.call_outcomes o ON o.call_id = c.id
+LEFT JOIN precall.call_actions a ON a.call_id = c.id AND a.outcome = 'applied'
 WHERE c.status IN ('answered', 'no_answer', 'failed');
 
 -- Claims a preview for a manual send, leased to p_worker, as a precall.claimed_preview.
@@ -104,7 +110,7 @@ AS $function$
     SELECT * FROM precall.claim_manual_preview_v2(p_call_id, p_worker, p_force, p_type)
 $function$;
 
--- The KPIs since p_since, grouped by p_by ('all', 'channel', 'locale', 'platform' or 'day'):
+-- The KPIs since p_since, grouped by p_by ('all', 'channel', 'locale', 'platform', 'day' or 'action'):
 -- one row per group and KPI with numerator, denominator, value and target. calls_expired: call
 -- jobs not handed off within precall.settings.call_grace / call jobs that reached an outcome.
 CREATE OR REPLACE FUNCTION precall.kpis(p_since timestamp with time zone, p_by text DEFAULT 'all'::text)
@@ -113,20 +119,25 @@ CREATE OR REPLACE FUNCTION precall.kpis(p_since timestamp with time zone, p_by t
  STABLE
 AS $function$
 BEGIN
-    IF p_by NOT IN ('all', 'channel', 'locale', 'platform', 'day') THEN
-        RAISE EXCEPTION 'cannot group by %: use channel, locale, platform or day', p_by USING ERRCODE = '22023';
+    IF p_by NOT IN ('all', 'channel', 'locale', 'platform', 'day', 'action') THEN
+        RAISE EXCEPTION 'cannot group by %: use channel, locale, platform, day or action', p_by USING ERRCODE = '22023';
     END IF;
     RETURN QUERY
     WITH n AS (
         SELECT f.*, CASE p_by WHEN 'all' THEN 'all' WHEN 'channel' THEN coalesce(f.channel, 'none')
-                    WHEN 'locale' THEN f.locale::text WHEN 'platform' THEN f.platform::text ELSE f.day::text END AS g
+                    WHEN 'locale' THEN f.locale::text WHEN 'platform' THEN f.platform::text
+                    WHEN 'action' THEN coalesce((SELECT a.action FROM precall.call_actions a
+                                                 WHERE a.call_id = f.call_id AND a.outcome = 'applied'), 'none')
+                    ELSE f.day::text END AS g,
+               EXISTS (SELECT 1 FROM precall.call_actions a WHERE a.notification_id = f.id) AS acted
         FROM precall.notification_facts f WHERE f.created_at >= p_since
     ), c AS (
         SELECT f.*, CASE p_by WHEN 'all' THEN 'all' WHEN 'channel' THEN f.channel
-                    WHEN 'locale' THEN f.locale::text WHEN 'platform' THEN f.platform::text ELSE f.day::text END AS g
+                    WHEN 'locale' THEN f.locale::text WHEN 'platform' THEN f.platform::text
+                    WHEN 'action' THEN f.action ELSE f.day::text END AS g
         FROM precall.call_facts f WHERE f.scheduled_at >= p_since
     ), j AS (
-        SELECT CASE p_by WHEN 'all' THEN 'all' WHEN 'channel' THEN 'none'
+        SELECT CASE p_by WHEN 'all' THEN 'all' WHEN 'channel' THEN 'none' WHEN 'action' THEN 'none'
                     WHEN 'locale' THEN u.locale::text WHEN 'platform' THEN coalesce(u.platform::text, 'none')
                     ELSE (cj.due_at AT TIME ZONE 'UTC')::date::text END AS g,
                cj.status
@@ -135,6 +146,13 @@ BEGIN
     ), raw AS (
         SELECT c.g, 'call_answer_rate' AS kpi, count(*) FILTER (WHERE c.answered)::numeric AS num, count(*)::numeric AS den
         FROM c GROUP BY c.g
+        UNION ALL
+        SELECT c.g, 'snoozed_answer_rate', count(*) FILTER (WHERE c.answered), count(*)
+        FROM c WHERE c.action = 'snooze' GROUP BY c.g
+        UNION ALL
+        -- Previews a person acted on (call now, snooze, skip; applied or refused) / previews sent.
+        SELECT n.g, 'action_rate', count(*) FILTER (WHERE n.acted AND n.sent), count(*) FILTER (WHERE n.sent)
+        FROM n WHERE n.type IN ('preview_push', 'preview_sms', 'fallback_sms') GROUP BY n.g
         UNION ALL
         SELECT n.g, 'open_rate', count(*) FILTER (WHERE n.opened), count(*) FILTER (WHERE n.delivered)
         FROM n WHERE n.channel = 'push' GROUP BY n.g
@@ -193,7 +211,7 @@ END
 $function$;
 
 -- Deletes finished notification rows (and Twilio status events, inbound texts, SMS spend days,
--- finished call jobs) older than precall.settings.retention, and devices not seen for
+-- finished call jobs, actions, delivered call events, call outcomes) older than precall.settings.retention, and devices not seen for
 -- precall.settings.device_stale_after. Notification rows go p_batch per transaction, so no lock
 -- or snapshot is held long.
 -- Returns nothing; run it with CALL (pg_cron does, daily).
@@ -220,6 +238,9 @@ BEGIN
     DELETE FROM precall.call_jobs WHERE due_at < v_cutoff AND status NOT IN ('queued', 'firing');
     COMMIT;
     DELETE FROM precall.sms_inbound WHERE received_at < v_cutoff;
+    DELETE FROM precall.call_actions WHERE at < v_cutoff;
+    DELETE FROM precall.call_events WHERE created_at < v_cutoff AND status NOT IN ('queued', 'firing');
+    DELETE FROM precall.call_outcomes WHERE received_at < v_cutoff;
     DELETE FROM precall.sms_spend WHERE day < (v_cutoff AT TIME ZONE 'UTC')::date;
     COMMIT;
     -- Devices not seen for device_stale_after get no push already; now they go.

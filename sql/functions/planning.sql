@@ -153,19 +153,28 @@ BEGIN
 END
 $function$;
 
--- Moved or cancelled calls: cancel what is unsent, then re-plan for the new time.
+-- Moved or cancelled calls: cancel what is unsent, then re-plan for the new time. A person's
+-- action (precall.apply_call_action) names itself in precall.change_cause: its rows carry that
+-- reason ('user_skipped' instead of 'call_cancelled'), and a call moved to now by 'call me now'
+-- gets no preview (its call job is queued by the action).
 CREATE OR REPLACE FUNCTION precall.tg_scheduled_calls__after_update()
  RETURNS trigger
  LANGUAGE plpgsql
 AS $function$
+DECLARE
+    v_cause text := nullif(current_setting('precall.change_cause', true), '');
 BEGIN
     IF NEW.status <> 'pending' THEN
-        PERFORM precall.cancel_unsent(NEW.id, format('call_%s', NEW.status), NEW.status = 'cancelled');
+        PERFORM precall.cancel_unsent(NEW.id, coalesce(v_cause, format('call_%s', NEW.status)), NEW.status = 'cancelled');
         RETURN NULL;
     END IF;
     IF OLD.scheduled_at IS DISTINCT FROM NEW.scheduled_at THEN
         PERFORM precall.cancel_unsent(NEW.id,
-            format('rescheduled: call moved from %s to %s', OLD.scheduled_at, NEW.scheduled_at), true);
+            format('%s: call moved from %s to %s', coalesce(v_cause, 'rescheduled'), OLD.scheduled_at, NEW.scheduled_at),
+            true);
+    END IF;
+    IF v_cause = 'user_call_now' THEN
+        RETURN NULL;
     END IF;
     PERFORM precall.plan_calls(ARRAY[NEW.id]);
     RETURN NULL;
@@ -202,7 +211,7 @@ END
 $function$;
 
 -- Seconds until the next preview is due (a queued send_at, or an expiring lease to take over)
--- and until the next call job is; NULL when nothing is planned. Database clock, so host skew
+-- and until the next call job or call event is; NULL when nothing is planned. Database clock, so host skew
 -- does not matter.
 CREATE OR REPLACE FUNCTION precall.next_due(OUT preview_in double precision, OUT call_in double precision)
  RETURNS record
@@ -216,7 +225,9 @@ BEGIN
     ) - clock_timestamp());
     call_in := extract(epoch FROM least(
         (SELECT min(due_at) FROM precall.call_jobs WHERE status = 'queued'),
-        (SELECT min(lease_expires_at) FROM precall.call_jobs WHERE status = 'firing')
+        (SELECT min(lease_expires_at) FROM precall.call_jobs WHERE status = 'firing'),
+        (SELECT min(created_at) FROM precall.call_events WHERE status = 'queued'),
+        (SELECT min(lease_expires_at) FROM precall.call_events WHERE status = 'firing')
     ) - clock_timestamp());
 END
 $function$;

@@ -152,7 +152,8 @@ BEGIN
 END
 $function$;
 
--- The caller's notification history, newest first (the app's history endpoint).
+-- The caller's notifications, newest first (what the history endpoint read before actions
+-- existed; it now reads precall.history_entries).
 CREATE OR REPLACE FUNCTION precall.notification_history(p_user uuid, p_limit integer DEFAULT 20, p_offset integer DEFAULT 0)
  RETURNS SETOF notification_logs
  LANGUAGE sql
@@ -161,6 +162,30 @@ AS $function$
     SELECT * FROM notification_logs
     WHERE user_id = p_user
     ORDER BY created_at DESC, id DESC
+    LIMIT p_limit OFFSET p_offset
+$function$;
+
+-- The app's history: the caller's notifications and their actions on them (entry_type 'action':
+-- type 'action', status and outcome the action's outcome, created_at when it was taken), newest
+-- first. Each side reads at most p_limit + p_offset rows through its (user, time) index.
+CREATE OR REPLACE FUNCTION precall.history_entries(p_user uuid, p_limit integer DEFAULT 20, p_offset integer DEFAULT 0)
+ RETURNS TABLE(id uuid, call_id uuid, type text, channel text, status text, title text, body text, reason text, send_at timestamp with time zone, sent_at timestamp with time zone, delivered_at timestamp with time zone, opened_at timestamp with time zone, created_at timestamp with time zone, action text, outcome text, notification_id uuid)
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT * FROM (
+        (SELECT n.id, n.call_id, n.type::text, n.channel::text, n.status::text, n.title, n.body, n.reason,
+                n.send_at, n.sent_at, n.delivered_at, n.opened_at, n.created_at,
+                NULL::text, NULL::text, NULL::uuid
+         FROM notification_logs n WHERE n.user_id = p_user
+         ORDER BY n.created_at DESC, n.id DESC LIMIT p_limit + p_offset)
+        UNION ALL
+        (SELECT a.id, a.call_id, 'action', a.channel, a.outcome, NULL, NULL, NULL,
+                NULL, NULL, NULL, NULL, a.at, a.action, a.outcome, a.notification_id
+         FROM precall.call_actions a WHERE a.user_id = p_user
+         ORDER BY a.at DESC LIMIT p_limit + p_offset)
+    ) e
+    ORDER BY e.created_at DESC, e.id DESC
     LIMIT p_limit OFFSET p_offset
 $function$;
 

@@ -32,9 +32,6 @@ UPDATE users SET notification_pref = coalesce(%(pref)s, notification_pref),
                  notification_lead_min = coalesce(%(lead_min)s, notification_lead_min)
 WHERE id = %(user_id)s
 
--- notification_history --
-SELECT * FROM precall.notification_history(%(user_id)s, %(limit)s, %(offset)s)
-
 -- record_push_receipt --
 -- A bearer receipt names the user; a receipt token names the device (user_id NULL).
 SELECT precall.record_device_receipt(%(id)s, %(device_id)s::bigint, %(event)s, coalesce(%(at)s, clock_timestamp()),
@@ -48,3 +45,22 @@ SELECT precall.record_sms_status(%(sid)s, %(status)s, %(error_code)s, %(done_at)
 
 -- record_inbound_sms --
 SELECT precall.record_inbound_sms(%(sid)s, %(from_number)s, %(body)s)
+
+-- history_entries --
+SELECT * FROM precall.history_entries(%(user_id)s, %(limit)s, %(offset)s)
+
+-- apply_call_action --
+-- A bearer caller names the user; a receipt-token caller the device (user_id NULL).
+SELECT * FROM precall.apply_call_action(%(id)s, %(action)s, %(user_id)s::uuid, %(device_id)s::bigint)
+
+-- receive_sms --
+SELECT * FROM precall.receive_sms(%(sid)s, %(from_number)s, %(body)s)
+
+-- record_sms_reply --
+SELECT precall.record_sms_reply(%(sid)s, %(reply)s, %(body)s, %(encoding)s, %(segments)s, %(cost)s, %(currency)s)
+
+-- record_call_outcome --
+SELECT * FROM precall.record_call_outcome(%(call_id)s, %(status)s, %(answered_by)s, %(at)s)
+
+-- snooze_minutes --
+SELECT snooze_minutes FROM precall.settings

@@ -69,6 +69,11 @@ FROM notification_logs WHERE status IN ('queued', 'sending')
 SELECT count(*), max(due_at) FROM precall.call_jobs
 WHERE status = 'expired' AND due_at > now() - interval '24 hours'
 
+-- failed_call_events --
+-- Reschedules and cancels the call system was not told of (its webhook refused them or stayed down).
+SELECT count(*), max(created_at) FROM precall.call_events
+WHERE status = 'failed' AND created_at > now() - interval '24 hours'
+
 -- sms_budget_use --
 SELECT currency, budget, spent, share FROM precall.sms_budget_use()
 

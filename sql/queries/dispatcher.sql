@@ -17,6 +17,12 @@ FROM precall.next_due() d, precall.left_by_gone_dispatchers() g
 -- claim_due_calls --
 SELECT * FROM precall.claim_due_calls(%(worker)s, %(limit)s, %(gone)s::text[])
 
+-- claim_call_events --
+SELECT * FROM precall.claim_call_events(%(worker)s, %(limit)s, %(gone)s::text[])
+
+-- record_call_event --
+SELECT precall.record_call_event(%(id)s, %(worker)s, %(ok)s, %(outcome)s)
+
 -- record_call_fired --
 SELECT precall.record_call_fired(%(call_id)s, %(worker)s, %(ok)s, %(outcome)s)
 
@@ -29,7 +35,7 @@ SELECT precall.heartbeat(%(name)s, %(hostname)s, %(pid)s, %(stopped)s)
 -- schedule_policy --
 -- The fleet's policy a sender follows, re-read with every heartbeat (precall.settings).
 SELECT extract(epoch FROM fallback_wait)::float8 AS fallback_wait_s, push_enabled, sms_enabled,
-       sms_daily_budget IS NOT NULL AS sms_budget_set
+       sms_daily_budget IS NOT NULL AS sms_budget_set, snooze_minutes
 FROM precall.settings
 
 -- renew_lease --
@@ -69,8 +75,9 @@ SELECT precall.register_session(%(worker)s, %(hostname)s, %(pid)s, %(new_process
 SELECT precall.renew_leases(%(worker)s, %(ids)s::uuid[])
 
 -- listen_due --
--- The wake-up channel planning NOTIFYs (dispatcher/listener.py).
-LISTEN precall_due
+-- The wake-up channels (dispatcher/listener.py): planning NOTIFYs precall_due; a reschedule or
+-- cancel precall_call_changed (its call event is to deliver).
+LISTEN precall_due; LISTEN precall_call_changed
 
 -- ping --
 SELECT 1

@@ -1,4 +1,4 @@
-"""Signs the call webhook: X-Precall-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>.
+"""Signs the call webhook and verifies the call system's reports: X-Precall-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>.
 
 `verify` is what a receiver runs (copy it): recompute the HMAC over the raw body bytes, compare in
 constant time, and reject a timestamp older than 5 minutes (replays).
