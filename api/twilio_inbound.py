@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Header, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from precall.api import store
@@ -28,8 +28,14 @@ class TwilioInboundForm(BaseModel):
     # Twilio sends more (To, AccountSid, NumMedia, FromCountry…): signed, not needed.
     model_config = ConfigDict(extra="allow")
     MessageSid: str = Field(pattern=r"^(SM|MM)[0-9a-fA-F]{32}$")
-    From: str = Field(min_length=1, max_length=32)
+    From: str = Field(min_length=1, max_length=32, pattern=r"^[^\x00-\x1f]+$")
     Body: str = Field(default="", max_length=1600)
+
+    @field_validator("Body")
+    @classmethod
+    def _no_nul(cls, value: str) -> str:
+        # PostgreSQL text cannot hold NUL; a text is kept without it rather than refused.
+        return value.replace("\x00", "")
 
 
 async def verified_inbound(request: Request, x_twilio_signature: Annotated[str | None, Header()] = None) -> None:

@@ -4,7 +4,9 @@ Reports what issue 14 measured degrading with size, on one throwaway cluster:
 - the retention job: one 5,000-row batch of precall.prune_notification_logs (and, as the peer in
   the same run, a 200-row batch with the parent_id index dropped: what it cost before 0013);
 - the API's hot paths, 1,000 sequential requests from one keep-alive client each: a signed Twilio
-  status callback, a push receipt, register-device (median and p99);
+  status callback, a push receipt, register-device, a push action (snooze: the call moves and is
+  re-planned, a call event is written), a signed SMS reply "2" (the same, found by phone number,
+  answered with TwiML) and the history page (median and p99);
 - 400 register-device requests at once (how many 5xx);
 - a planning run at that size (nothing new, and 1,000 new calls due).
 
@@ -34,6 +36,7 @@ from precall import localdb
 JWT_SECRET = "bench-secret-" + "s" * 32
 TWILIO_TOKEN = "bench-twilio-token"
 CALLBACK_URL = "https://hooks.example.com/twilio/status"
+INBOUND_URL = "https://hooks.example.com/twilio/inbound"
 
 
 def uid(n: int) -> str:
@@ -132,7 +135,7 @@ def start_api(dsn: str) -> tuple[subprocess.Popen[bytes], str]:
     port = localdb.free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PRECALL_", "TWILIO_"))}
     env.update({"DATABASE_URL": dsn, "PRECALL_JWT_SECRET": JWT_SECRET, "PRECALL_RECEIPT_SECRET": JWT_SECRET, "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
-                "PRECALL_TWILIO_STATUS_CALLBACK_URL": CALLBACK_URL})
+                "PRECALL_TWILIO_STATUS_CALLBACK_URL": CALLBACK_URL, "PRECALL_TWILIO_INBOUND_URL": INBOUND_URL})
     proc = subprocess.Popen([sys.executable, "-m", "precall.cli", "api", "--port", str(port), "--log-level", "warning"],
                             env=env)
     url = f"http://127.0.0.1:{port}"
@@ -159,15 +162,15 @@ def summary(ms: list[float], statuses: list[int]) -> dict[str, object]:
             "statuses": {str(s): statuses.count(s) for s in sorted(set(statuses))}}
 
 
-def sequential(url: str, requests: list[tuple[str, dict[str, str], dict[str, object] | None, dict[str, str] | None]]
-               ) -> dict[str, object]:
+def sequential(url: str, requests: list[tuple[str, dict[str, str], dict[str, object] | None, dict[str, str] | None]],
+               method: str = "POST") -> dict[str, object]:
     ms, statuses = [], []
     with httpx.Client(base_url=url, timeout=30) as http:
         for path, headers, body, form in requests[:20]:  # warm-up: connections and plans
-            http.post(path, headers=headers, json=body, data=form)
+            http.request(method, path, headers=headers, json=body, data=form)
         for path, headers, body, form in requests[20:]:
             t0 = time.perf_counter()
-            r = http.post(path, headers=headers, json=body, data=form)
+            r = http.request(method, path, headers=headers, json=body, data=form)
             ms.append((time.perf_counter() - t0) * 1000)
             statuses.append(r.status_code)
     return summary(ms, statuses)
@@ -191,8 +194,37 @@ def hot_paths(conn: psycopg.Connection, url: str, n: int) -> dict[str, object]:
     registers = [("/api/v1/notifications/register-device", {"Authorization": f"Bearer {token(uid(i))}"},
                   {"fcm_token": f"new-{i:08d}-" + "r" * 40, "platform": "ios", "push_enabled": True}, None)
                  for i in range(1, n + 21)]
-    return {"twilio_callback": sequential(url, twilio), "receipt": sequential(url, receipts),
-            "register_device": sequential(url, registers)}
+    # Previews just sent for calls 15+ minutes ahead (one call per user), acted on: a push by the
+    # app (snooze), an SMS by a reply "2" from the user's number.
+    sent = conn.execute(
+        "WITH picked AS (SELECT DISTINCT ON (c.user_id) c.id, c.user_id FROM scheduled_calls c"
+        "                WHERE c.status = 'pending' AND c.scheduled_at > now() + interval '15 minutes'"
+        "                ORDER BY c.user_id, c.scheduled_at LIMIT %s)"
+        " INSERT INTO notification_logs (user_id, call_id, type, channel, status, send_at, attempted_at, sent_at,"
+        "                                planned_for, provider_id)"
+        " SELECT p.user_id, p.id, CASE WHEN row_number() OVER () %% 2 = 0 THEN 'preview_push' ELSE 'preview_sms' END,"
+        "        CASE WHEN row_number() OVER () %% 2 = 0 THEN 'push' ELSE 'sms' END, 'sent', now(), now(), now(),"
+        "        c.scheduled_at, NULL"
+        " FROM picked p JOIN scheduled_calls c ON c.id = p.id"
+        " RETURNING id::text, user_id::text, channel", (2 * (n + 20),)).fetchall()
+    conn.execute("VACUUM ANALYZE notification_logs")
+    actions = [(f"/api/v1/notifications/{nid}/action", {"Authorization": f"Bearer {token(user)}"},
+                {"action": "snooze"}, None) for nid, user, channel in sent if channel == "push"]
+    phones = dict(conn.execute("SELECT id::text, phone_number FROM users WHERE id = ANY(%s::uuid[])",
+                               ([user for _, user, channel in sent if channel == "sms"],)).fetchall())
+    replies = []
+    for i, (_, user, channel) in enumerate(r for r in sent if r[2] == "sms"):
+        form = {"MessageSid": f"SM{i:032x}", "From": phones[user], "To": "+15005550006", "Body": "2",
+                "AccountSid": "AC" + "0" * 32}
+        replies.append(("/api/v1/webhooks/twilio/inbound",
+                        {"X-Twilio-Signature": validator.compute_signature(INBOUND_URL, form)}, None, form))
+    histories = [("/api/v1/notifications/history?limit=20", {"Authorization": f"Bearer {token(user)}"}, None, None)
+                 for _, user, _ in sent]
+    out = {"twilio_callback": sequential(url, twilio), "receipt": sequential(url, receipts),
+           "register_device": sequential(url, registers), "action_snooze": sequential(url, actions),
+           "sms_reply_snooze": sequential(url, replies), "history": sequential(url, histories[: n + 20], "GET")}
+    out["actions_applied"] = conn.execute("SELECT count(*) FROM precall.call_actions WHERE outcome = 'applied'").fetchone()[0]  # type: ignore[index]
+    return out
 
 
 async def concurrent_registrations(url: str, n: int) -> dict[str, object]:

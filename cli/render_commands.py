@@ -53,6 +53,8 @@ def render_cmd(
     topic: Optional[str] = typer.Option("fitness_checkin", help="Topic key."),
     lead: int = typer.Option(5, min=1, max=60, help="Minutes until the call."),
     channel: Optional[str] = typer.Option(None, help="push or sms (default: both)."),
+    snooze: int = typer.Option(10, min=1, max=60, help="Snooze minutes the SMS reply hint says "
+                               "(precall.settings.snooze_minutes; read from the database with --user)."),
 ) -> None:
     """Print exactly what would be sent: title, body and SMS, with the SMS's encoding and segments.
 
@@ -66,7 +68,7 @@ def render_cmd(
             raise PrecallError("--user and --call go together")
         inp = _from_database(user, call)
     else:
-        inp = MessageInput(coach, streak, topic, locale, lead)
+        inp = MessageInput(coach, streak, topic, locale, lead, snooze)
     _print(renderer.render(inp), channel)
 
 
@@ -81,7 +83,7 @@ def _from_database(user_id: str, call_id: str) -> MessageInput:
     # Before the preview time, show what the planned send will say (the user's lead).
     lead = row.lead_min
     minutes = lead if row.seconds_left >= lead * 60 else minutes_left(max(row.seconds_left, 0))
-    return MessageInput(row.coach_name, row.streak or 0, row.topic, row.locale, minutes)
+    return MessageInput(row.coach_name, row.streak or 0, row.topic, row.locale, minutes, row.snooze_minutes)
 
 
 _NOON = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)

@@ -42,13 +42,15 @@ def _dry_run(call_id: uuid.UUID, channel: Optional[str], as_json: bool) -> None:
         if inp is None:
             raise PrecallError(f"no call with id {call_id}")
         sent = store.last_sent_preview(conn, call_id, inp["scheduled_at"])
+        snooze = store.snooze_minutes(conn)
     reach = Reachability(inp["notification_pref"], inp["fcm_token"], inp["push_enabled"], inp["phone_number"],
                          inp["sms_opted_out"])
     path = select_notification_path(reach)
     chosen = channel or ({Path.SMS: "sms"}.get(path, "push") if path else None)
     seconds = (inp["scheduled_at"] - datetime.now(timezone.utc)).total_seconds()
     rendered = Renderer.from_env().render(
-        MessageInput(inp["coach_name"], inp["current_streak"] or 0, inp["topic"], inp["locale"], minutes_left(max(seconds, 60))))
+        MessageInput(inp["coach_name"], inp["current_streak"] or 0, inp["topic"], inp["locale"], minutes_left(max(seconds, 60)),
+                     snooze))
     plan = {
         "call_id": call_id, "call_status": inp["call_status"], "scheduled_at": inp["scheduled_at"],
         "path": PATH_NAMES[path] if path else "none: no usable token or phone",

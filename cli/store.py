@@ -120,6 +120,12 @@ def expired_calls(conn: psycopg.Connection[Any]) -> tuple[int, datetime | None]:
     return int(row[0]), row[1]
 
 
+def snooze_minutes(conn: psycopg.Connection[Any]) -> int:
+    """precall.settings.snooze_minutes: what the SMS reply hint says."""
+    row = _one(conn, "snooze_setting")
+    return int(row[0]) if row else 10
+
+
 def failed_call_events(conn: psycopg.Connection[Any]) -> tuple[int, datetime | None]:
     """Call events (call.rescheduled / call.cancelled) not delivered in the last 24 h, and the last one's time."""
     row = _one(conn, "failed_call_events") or (0, None)
@@ -169,6 +175,7 @@ class MessageInputs:
     locale: str
     seconds_left: float
     lead_min: int
+    snooze_minutes: int
 
 
 def message_inputs(conn: psycopg.Connection[Any], user_id: str, call_id: str) -> MessageInputs | None:

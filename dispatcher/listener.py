@@ -1,4 +1,5 @@
-"""Listens on precall_due over a dedicated autocommit connection; every notification is only a wake-up."""
+"""Listens on precall_due and precall_call_changed over a dedicated autocommit connection; every
+notification is only a wake-up."""
 
 from __future__ import annotations
 
@@ -16,8 +17,11 @@ log = logging.getLogger("precall.listener")
 CHANNEL = "precall_due"
 
 
+CHANGED_CHANNEL = "precall_call_changed"
+
+
 async def listen(dsn: str, on_wake: Callable[[], None], on_connected: Callable[[], None],
-                 stop: asyncio.Event, ping_interval: float) -> None:
+                 stop: asyncio.Event, ping_interval: float, on_call_changed: Callable[[], None] | None = None) -> None:
     """Runs until `stop`: reconnects with backoff, calls on_connected() after each LISTEN (so the
     dispatcher catches up), pings so a dead connection is noticed within ping_interval."""
     backoff = retry.LISTEN.attempts()
@@ -37,6 +41,8 @@ async def listen(dsn: str, on_wake: Callable[[], None], on_connected: Callable[[
                 while not stop.is_set():
                     async for note in conn.notifies(timeout=ping_interval):
                         _log_payload(note.payload)
+                        if note.channel == CHANGED_CHANNEL and on_call_changed is not None:
+                            on_call_changed()  # a call event to deliver
                         on_wake()
                         if stop.is_set():
                             break

@@ -69,6 +69,7 @@ class Dispatcher:
         self._last_metrics = 0.0
         self._last_gone_check = 0.0
         self._gone: list[str] = []
+        self._events_due = True  # call events to look for: at start, on NOTIFY precall_call_changed, ~1/s
         self._sender: PreviewSender | None = None
         self.metrics = Metrics()
         self.liveness = Liveness(config.database_url, self.worker, config.session_options)
@@ -100,8 +101,12 @@ class Dispatcher:
             if first:
                 self.notifier.ready()
 
+        def call_changed() -> None:
+            self._events_due = True
+
         listener = asyncio.create_task(
-            listen(self.config.database_url, self._wake.set, connected, stop, self.config.poll_interval_s))
+            listen(self.config.database_url, self._wake.set, connected, stop, self.config.poll_interval_s,
+                   call_changed))
         log.info("dispatcher started", extra={"worker": self.worker})
         backoff = retry.RECONNECT.attempts()
         try:
@@ -156,10 +161,15 @@ class Dispatcher:
         claimed = 0
         if preview_in is not None and preview_in <= 0:
             claimed += await self._claim(pool, "claim_due_previews_v2", ClaimedPreview, sender.process, stop)
+        if self._events_due or check_gone:
+            # Events before call jobs: a call's call.rescheduled leaves before its call.due (the
+            # claim of a call job also waits while its call has an undelivered event). Looked for
+            # when a change was NOTIFYed and about once a second (retries, taken-over leases).
+            self._events_due = False
+            events = await self._claim(pool, "claim_call_events", CallEvent, calls.deliver, stop)
+            self._events_due = events > 0  # more may be waiting behind a full batch or a call's order
+            claimed += events
         if call_in is not None and call_in <= 0:
-            # Events first: a call's call.rescheduled leaves before its call.due (the claim of a
-            # call job waits while its call has an undelivered event).
-            claimed += await self._claim(pool, "claim_call_events", CallEvent, calls.deliver, stop)
             claimed += await self._claim(pool, "claim_due_calls", DueCall, calls.fire, stop)
         upcoming = [s for s in (preview_in, call_in) if s is not None]
         return claimed, (min(upcoming) if upcoming else None)

@@ -348,9 +348,12 @@ BEGIN
         FROM precall.call_jobs j
         WHERE j.status IN ('queued', 'firing') AND j.due_at <= v_now
           AND (j.status = 'queued' OR j.lease_expires_at < v_now OR j.lease_owner = ANY (v_gone))
-          -- A call's events go first: the receiver hears call.rescheduled before call.due.
+          -- A call's events go first: the receiver hears call.rescheduled before call.due. Only
+          -- for 10 s: a webhook that keeps refusing (or dispatchers of a release that does not
+          -- deliver events) must not hold the call itself back towards its grace.
           AND NOT EXISTS (SELECT 1 FROM precall.call_events e
-                          WHERE e.call_id = j.call_id AND e.status IN ('queued', 'firing'))
+                          WHERE e.call_id = j.call_id AND e.status IN ('queued', 'firing')
+                            AND e.created_at > v_now - interval '10 seconds')
         ORDER BY j.due_at
         LIMIT p_limit
         FOR UPDATE SKIP LOCKED
@@ -975,9 +978,7 @@ BEGIN
     ) - clock_timestamp());
     call_in := extract(epoch FROM least(
         (SELECT min(due_at) FROM precall.call_jobs WHERE status = 'queued'),
-        (SELECT min(lease_expires_at) FROM precall.call_jobs WHERE status = 'firing'),
-        (SELECT min(created_at) FROM precall.call_events WHERE status = 'queued'),
-        (SELECT min(lease_expires_at) FROM precall.call_events WHERE status = 'firing')
+        (SELECT min(lease_expires_at) FROM precall.call_jobs WHERE status = 'firing')
     ) - clock_timestamp());
 END
 $$;

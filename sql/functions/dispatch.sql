@@ -274,7 +274,7 @@ END
 $function$;
 
 -- Claims the call jobs due now; a call that is no longer pending (or moved) is never fired, and
--- a call with undelivered call events waits for them (precall.claim_call_events).
+-- a call with undelivered call events waits for them, up to 10 s (precall.claim_call_events).
 CREATE OR REPLACE FUNCTION precall.claim_due_calls(p_worker text, p_limit integer, p_gone text[] DEFAULT NULL::text[])
  RETURNS TABLE(call_id uuid, user_id uuid, scheduled_at timestamp with time zone, due_at timestamp with time zone, attempts integer)
  LANGUAGE plpgsql
@@ -291,9 +291,12 @@ BEGIN
         FROM precall.call_jobs j
         WHERE j.status IN ('queued', 'firing') AND j.due_at <= v_now
           AND (j.status = 'queued' OR j.lease_expires_at < v_now OR j.lease_owner = ANY (v_gone))
-          -- A call's events go first: the receiver hears call.rescheduled before call.due.
+          -- A call's events go first: the receiver hears call.rescheduled before call.due. Only
+          -- for 10 s: a webhook that keeps refusing (or dispatchers of a release that does not
+          -- deliver events) must not hold the call itself back towards its grace.
           AND NOT EXISTS (SELECT 1 FROM precall.call_events e
-                          WHERE e.call_id = j.call_id AND e.status IN ('queued', 'firing'))
+                          WHERE e.call_id = j.call_id AND e.status IN ('queued', 'firing')
+                            AND e.created_at > v_now - interval '10 seconds')
         ORDER BY j.due_at
         LIMIT p_limit
         FOR UPDATE SKIP LOCKED

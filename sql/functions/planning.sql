@@ -211,7 +211,9 @@ END
 $function$;
 
 -- Seconds until the next preview is due (a queued send_at, or an expiring lease to take over)
--- and until the next call job or call event is; NULL when nothing is planned. Database clock, so host skew
+-- and until the next call job is (call events wake dispatchers by NOTIFY precall_call_changed,
+-- and are looked for about once a second besides: a release that does not deliver them must not
+-- see them as due and spin); NULL when nothing is planned. Database clock, so host skew
 -- does not matter.
 CREATE OR REPLACE FUNCTION precall.next_due(OUT preview_in double precision, OUT call_in double precision)
  RETURNS record
@@ -225,9 +227,7 @@ BEGIN
     ) - clock_timestamp());
     call_in := extract(epoch FROM least(
         (SELECT min(due_at) FROM precall.call_jobs WHERE status = 'queued'),
-        (SELECT min(lease_expires_at) FROM precall.call_jobs WHERE status = 'firing'),
-        (SELECT min(created_at) FROM precall.call_events WHERE status = 'queued'),
-        (SELECT min(lease_expires_at) FROM precall.call_events WHERE status = 'firing')
+        (SELECT min(lease_expires_at) FROM precall.call_jobs WHERE status = 'firing')
     ) - clock_timestamp());
 END
 $function$;

@@ -69,6 +69,10 @@ FROM notification_logs WHERE status IN ('queued', 'sending')
 SELECT count(*), max(due_at) FROM precall.call_jobs
 WHERE status = 'expired' AND due_at > now() - interval '24 hours'
 
+-- snooze_setting --
+-- What the SMS reply hint says (`precall send --dry-run`).
+SELECT snooze_minutes FROM precall.settings
+
 -- failed_call_events --
 -- Reschedules and cancels the call system was not told of (its webhook refused them or stayed down).
 SELECT count(*), max(created_at) FROM precall.call_events
@@ -93,7 +97,8 @@ SELECT * FROM notification_logs WHERE id = %(id)s OR parent_id = %(id)s ORDER BY
 
 -- message_inputs --
 SELECT p.name, u.current_streak, c.topic, u.locale,
-       extract(epoch FROM c.scheduled_at - now())::float8, u.notification_lead_min
+       extract(epoch FROM c.scheduled_at - now())::float8, u.notification_lead_min,
+       (SELECT s.snooze_minutes FROM precall.settings s)
 FROM scheduled_calls c JOIN users u ON u.id = c.user_id
 LEFT JOIN coach_personas p ON p.id = u.coach_persona_id
 WHERE c.id = %(call_id)s AND u.id = %(user_id)s
