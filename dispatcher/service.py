@@ -151,9 +151,10 @@ class Dispatcher:
                 preview_in, call_in = row if row else (None, None)
             else:
                 self._last_gone_check = time.monotonic()
-                preview_in, call_in, owners, previews_left, calls_left = await (await conn.execute(
-                    sql.query("next_due_and_gone"))).fetchone() or (None, None, [], False, False)
+                preview_in, call_in, owners, previews_left, calls_left, events = await (await conn.execute(
+                    sql.query("next_due_and_gone"))).fetchone() or (None, None, [], False, False, False)
                 self._gone = list(owners or [])  # the claims check these again, and only these
+                self._events_due = self._events_due or bool(events)
                 if previews_left:
                     preview_in = 0.0
                 if calls_left:
@@ -161,10 +162,11 @@ class Dispatcher:
         claimed = 0
         if preview_in is not None and preview_in <= 0:
             claimed += await self._claim(pool, "claim_due_previews_v2", ClaimedPreview, sender.process, stop)
-        if self._events_due or check_gone:
+        if self._events_due:
             # Events before call jobs: a call's call.rescheduled leaves before its call.due (the
-            # claim of a call job also waits while its call has an undelivered event). Looked for
-            # when a change was NOTIFYed and about once a second (retries, taken-over leases).
+            # claim of a call job also waits while its call has an undelivered event). Claimed
+            # when a change was NOTIFYed, or the once-a-second look found some (retries,
+            # taken-over leases): an idle dispatcher's query rate stays where it was.
             self._events_due = False
             events = await self._claim(pool, "claim_call_events", CallEvent, calls.deliver, stop)
             self._events_due = events > 0  # more may be waiting behind a full batch or a call's order

@@ -6,6 +6,7 @@ cases are signed the way Twilio signs them, so they reach the handler instead of
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -21,6 +22,14 @@ from plugins.database import Factory, fresh_db
 from plugins.processes import INBOUND_URL, STATUS_CALLBACK_URL, ApiProcess, api_env, user_token
 from precall.api.app import create_app
 from precall.config import ApiConfig
+from precall.webhook_signature import sign
+
+try:  # where schemathesis keeps its "no body" marker
+    from schemathesis.core import NotSet
+except ImportError:  # pragma: no cover - older schemathesis
+    from schemathesis.types import NotSet  # type: ignore[no-redef]
+
+WEBHOOK_SECRET = "whsec-fuzz"
 
 
 @pytest.fixture(scope="module")
@@ -30,12 +39,15 @@ def seeded_api(pg_server, template_db):
             make = Factory(conn)
             uid = make.user(fcm_token="t" * 40, push_enabled=True, platform="ios", coach="Max")
             call = make.call(uid, in_seconds=7200)
+            # The call whose outcome the fuzzed call system reports (the push's call may be skipped
+            # by a fuzzed action first, and a cancelled call takes no outcome: 409).
+            reported = make.call(uid, in_seconds=7300)
             push = conn.execute(
                 "INSERT INTO notification_logs (user_id, call_id, type, channel, status, sent_at, attempted_at)"
                 " VALUES (%s, %s, 'preview_push', 'push', 'sent', now(), now()) RETURNING id", (uid, call)).fetchone()
-        api = ApiProcess(api_env(dsn))
+        api = ApiProcess(api_env(dsn, PRECALL_WEBHOOK_SECRET=WEBHOOK_SECRET))
         try:
-            yield api, uid, str(push[0])
+            yield api, uid, str(push[0]), str(reported)
         finally:
             api.stop()
 
@@ -64,17 +76,27 @@ def _twilio_signature(body: Any, url: str) -> str:
 @schema.parametrize()
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 def test_api_conforms_to_its_openapi(case, seeded_api) -> None:
-    api, uid, push_id = seeded_api
-    # Random ids are all 404s: every other valid one is swapped for the user's real push.
+    api, uid, push_id, call_id = seeded_api
+    # Random ids are all 404s: every other valid one is swapped for the user's real push (call).
     generated = (case.path_parameters or {}).get("notification_id")
     if isinstance(generated, str) and _is_uuid(generated) and uuid.UUID(generated).int % 2 == 0:
         case.path_parameters["notification_id"] = push_id
+    generated = (case.path_parameters or {}).get("call_id")
+    if isinstance(generated, str) and _is_uuid(generated) and uuid.UUID(generated).int % 2 == 0:
+        case.path_parameters["call_id"] = call_id
     headers = {"Authorization": f"Bearer {user_token(uid)}"}
+    extra: dict[str, Any] = {}
+    if case.path.endswith("/outcome"):
+        # The call system signs the raw body: send exactly the bytes that were signed.
+        body = case.body
+        raw = b"" if isinstance(body, NotSet) else body if isinstance(body, bytes) else json.dumps(body).encode()
+        headers = {"X-Precall-Signature": sign(WEBHOOK_SECRET, raw), "Content-Type": "application/json"}
+        extra["data"] = raw
     if case.path.endswith("/webhooks/twilio/status"):
         headers = {"X-Twilio-Signature": _twilio_signature(case.body, STATUS_CALLBACK_URL)}
     if case.path.endswith("/webhooks/twilio/inbound"):
         headers = {"X-Twilio-Signature": _twilio_signature(case.body, INBOUND_URL)}
-    response = case.call_and_validate(base_url=api.url, headers=headers)
+    response = case.call_and_validate(base_url=api.url, headers=headers, **extra)
     SEEN.setdefault(case.operation.label, []).append(response.status_code)
 
 
@@ -92,5 +114,5 @@ def test_the_fuzzing_reached_the_handlers() -> None:
 
 
 def test_served_document_is_the_one_fuzzed(seeded_api) -> None:
-    api, _, _ = seeded_api
+    api, _, _, _ = seeded_api
     assert httpx.get(f"{api.url}/openapi.json").json() == DOCUMENT

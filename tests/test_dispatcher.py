@@ -48,7 +48,8 @@ def test_path_a_push_en_on_time_with_the_full_payload(conn, make, fake_fcm, fake
     assert m["notification"] == {"title": "Coach Max is calling in 1 min! 💪", "body": "Day 12: your fitness goal check-in."}
     receipt = m["data"].pop("receipt_token")
     assert m["data"] == {"route": "incoming_call", "call_id": call, "notification_id": str(row["id"]),
-                         "deadline": T.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")}
+                         "deadline": T.astimezone(timezone.utc).isoformat().replace("+00:00", "Z"),
+                         "actions": "call_now,snooze,skip", "click_action": "PRECALL_CALL", "snooze_minutes": "10"}
     # The app acknowledges with it, without a session (tests/test_devices.py).
     assert receipt_tokens.verify(receipt, row["id"], [RECEIPT_SECRET], datetime.now(timezone.utc)) is not None
     assert m["android"]["priority"] == "high" and m["android"]["collapse_key"] == call
@@ -94,8 +95,10 @@ def test_path_b_sms_en_and_fr(conn, make, fake_fcm, fake_twilio, start_dispatche
     wait_until(lambda: settled(make, en)() and settled(make, fr)())
     by_to = {r.form["To"]: r for r in fake_twilio.state.accepted()}
     assert set(by_to) == {"+15555550123", "+33612345678"}
-    assert by_to["+15555550123"].form["Body"] == "Coach Max calling in 1 min! Day 12 - your fitness goal check-in. Answer!"
-    assert by_to["+33612345678"].form["Body"] == "Coach Max t'appelle dans 1 min ! Jour 12 - point objectif fitness. Décroche !"
+    assert by_to["+15555550123"].form["Body"] == ("Coach Max calling in 1 min! Day 12 - your fitness goal check-in. "
+                                                  "Answer! Reply 2: +10 min, 3: skip")
+    assert by_to["+33612345678"].form["Body"] == ("Coach Max t'appelle dans 1 min ! Jour 12 - point objectif fitness. "
+                                                  "Décroche ! Réponds 2 : +10 min, 3 : annuler")
     for r in by_to.values():
         assert r.form["From"] == "+15005550006"
         assert 55 <= int(r.form["ValidityPeriod"]) <= 60

@@ -68,7 +68,8 @@ def test_path_c_without_receipt_sends_exactly_one_sms_30s_after_push(db, make, f
     [sms] = fake_twilio.state.accepted()
     assert 29.0 <= sms.at - pushed_at <= 31.0, sms.at - pushed_at
     # The minutes actually left at send time, not the original lead.
-    assert sms.form["Body"] == "Coach Max calling in 1 min! Day 12 - your fitness goal check-in. Answer!"
+    assert sms.form["Body"] == ("Coach Max calling in 1 min! Day 12 - your fitness goal check-in. Answer! "
+                                "Reply 2: +10 min, 3: skip")
     fallback = by_type(db, call, "fallback_sms")
     assert fallback["status"] == "sent" and fallback["parent_id"] == by_type(db, call, "preview_push")["id"]
     # A receipt after the SMS left is recorded as late: the user got both.
@@ -206,9 +207,12 @@ def test_call_webhook_fires_at_t_signed_and_never_for_cancelled(db, conn, make, 
     with psycopg.connect(db, autocommit=True) as listener:
         listener.execute("LISTEN precall_call_due")
         notes = list(listener.notifies(timeout=8, stop_after=1))
-    wait_until(lambda: webhook_receiver.received, timeout=5)
+    wait_until(lambda: len(webhook_receiver.received) == 2, timeout=5)
     time.sleep(1.5)
-    [(at, headers, body)] = webhook_receiver.received
+    # The cancel reached the call system as an event (tests/test_actions.py); T's hand-off is one call.due.
+    events = [json.loads(b) for _, _, b in webhook_receiver.received]
+    assert [(e["event"], e["call_id"]) for e in events] == [("call.cancelled", cancelled), ("call.due", call)]
+    [(at, headers, body)] = webhook_receiver.received[1:]
     assert json.loads(body) == {"event": "call.due", "call_id": call, "user_id": uid,
                                 "scheduled_at": T.isoformat().replace("+00:00", "Z")}
     assert 0 <= at - T.timestamp() < 1.0
@@ -243,7 +247,7 @@ def test_systemd_notify_protocol(tmp_path, abstract, conn, start_dispatcher) -> 
     # READY only after LISTEN: at this instant the listener's last statement is the LISTEN.
     listening = conn.execute("SELECT query FROM pg_stat_activity WHERE application_name = 'precall-listener'"
                              " AND datname = current_database()").fetchall()
-    assert listening == [("LISTEN precall_due",)]
+    assert listening == [("LISTEN precall_due; LISTEN precall_call_changed",)]
     watchdogs = 0
     deadline = time.monotonic() + 5
     sock.settimeout(1)

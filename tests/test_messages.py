@@ -201,7 +201,12 @@ def test_render_cli_prints_fallbacks_not_tracebacks() -> None:
     assert out.returncode == 0, out.stderr
     assert "note: locale 'xx' -> en" in out.stdout
     assert "note: unknown topic 'nope'" in out.stdout
-    assert "UCS-2, 65 units, 1 segment(s), step as_written" in out.stdout
+    # The reply hint is worth more than the emoji (which alone makes the text UCS-2).
+    assert "sms:   Coach Max calling in 5 min! Day 12 - today's check-in. Answer! Reply 2: +10 min, 3: skip" in out.stdout
+    assert "GSM-7, 88 units, 1 segment(s), step no_emoji+hint" in out.stdout
+    bare = precall_cli("render", "--locale", "xx", "--topic", "nope", "--coach", "Max", "--streak", "12", "--lead", "5",
+                       "--channel", "sms", "--snooze", "60")
+    assert "Reply 2: +60 min, 3: skip" in bare.stdout
     bad = precall_cli("render", "--channel", "fax")
     assert bad.returncode == 1 and "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 

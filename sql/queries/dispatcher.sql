@@ -11,7 +11,10 @@ SELECT preview_in, call_in FROM precall.next_due()
 -- next_due_and_gone --
 -- next_due, and (about once a second) whether a gone dispatcher left rows: one statement, so an
 -- idle dispatcher's query rate does not grow.
-SELECT d.preview_in, d.call_in, g.owners, g.previews, g.calls
+SELECT d.preview_in, d.call_in, g.owners, g.previews, g.calls,
+       -- call events to deliver (queued, or a lease that ran out): claimed only when there are
+       EXISTS (SELECT 1 FROM precall.call_events e
+               WHERE e.status IN ('queued', 'firing') AND (e.status = 'queued' OR e.lease_expires_at < now())) AS events
 FROM precall.next_due() d, precall.left_by_gone_dispatchers() g
 
 -- claim_due_calls --
