@@ -9,8 +9,8 @@ import psycopg
 import typer
 
 from precall.cli import (
-    api_command, calls_commands, capacity_command, db_commands, demo_commands, dispatcher_command, doctor_command, history_command,
-    render_commands, send_command, stats_command,
+    api_command, calls_commands, capacity_command, db_commands, demo_commands, dispatcher_command, doctor_command,
+    experiments_commands, history_command, render_commands, send_command, stats_command,
 )
 from precall.errors import PrecallError
 
@@ -31,6 +31,7 @@ app.command("history")(history_command.history_cmd)
 app.command("stats")(stats_command.stats_cmd)
 app.command("doctor")(doctor_command.doctor_cmd)
 app.command("capacity")(capacity_command.capacity_cmd)
+app.add_typer(experiments_commands.app, name="experiments")
 
 
 def fail(message: str) -> NoReturn:

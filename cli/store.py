@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -12,6 +13,7 @@ import psycopg
 from psycopg.rows import class_row, dict_row
 
 from precall import sql
+from precall.errors import from_database
 from precall.dispatcher.send_preview import ClaimedPreview
 
 Row = dict[str, Any]
@@ -217,3 +219,33 @@ async def demo_work_left(conn: psycopg.AsyncConnection[Any]) -> int:
     cur = await conn.execute(sql.query("demo_work_left"))
     row = await cur.fetchone()
     return int(row[0]) if row else 0
+
+
+# -- experiments ------------------------------------------------------------------------------------
+
+def create_experiment(conn: psycopg.Connection[Any], name: str, arms: list[dict[str, Any]], holdout: float,
+                      population: dict[str, str], starts_at: datetime | None, ends_at: datetime | None,
+                      allocation: str) -> int:
+    """Raises ExperimentRefused (PC010) with the reason on one line."""
+    try:
+        row = _one(conn, "create_experiment", {"name": name, "arms": json.dumps(arms), "holdout": holdout,
+                                               "population": json.dumps(population), "starts_at": starts_at,
+                                               "ends_at": ends_at, "allocation": allocation})
+    except psycopg.Error as exc:
+        raise (from_database(exc) or exc) from None
+    assert row is not None
+    return int(row[0])
+
+
+def stop_experiment(conn: psycopg.Connection[Any], name: str) -> int | None:
+    """The calls re-planned; None when no running experiment has that name."""
+    row = _one(conn, "stop_experiment", {"name": name})
+    return None if row is None or row[0] is None else int(row[0])
+
+
+def experiments(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
+    return conn.cursor(row_factory=dict_row).execute(sql.query("experiments"), {}).fetchall()
+
+
+def experiment_report(conn: psycopg.Connection[Any], name: str) -> list[dict[str, Any]]:
+    return conn.cursor(row_factory=dict_row).execute(sql.query("experiment_report"), {"name": name}).fetchall()

@@ -10,6 +10,7 @@ PrecallError                 anything reported as one readable line (CLI) or one
  │    ├── CallTooLate             PC003
  │    ├── PreviewInFlight         PC004
  │    ├── PreviewAlreadySent      PC005
+ │    ├── ExperimentRefused       PC010 (precall.create_experiment: what would not run as asked)
  │    └── InvalidArgument         22023 (PostgreSQL's invalid_parameter_value)
  ├── ProviderError           a send failed; `code` is FCM's or Twilio's own
  │    ├── DeadToken               the push token will never work again
@@ -70,13 +71,17 @@ class PreviewAlreadySent(Refused):
     sqlstate = "PC005"
 
 
+class ExperimentRefused(Refused):
+    sqlstate = "PC010"
+
+
 class InvalidArgument(Refused):
     sqlstate = "22023"
 
 
 BY_SQLSTATE: dict[str, type[Refused]] = {
     cls.sqlstate: cls for cls in (NoSuchCall, CallNotPending, CallTooLate, PreviewInFlight, PreviewAlreadySent,
-                                  InvalidArgument)
+                                  ExperimentRefused, InvalidArgument)
 }
 
 

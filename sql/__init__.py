@@ -65,8 +65,9 @@ def migrations() -> list[Migration]:
 
 
 def repeatables() -> list[Repeatable]:
-    """sql/functions/*.sql by name. Their order does not matter: each file holds its triggers after
-    their functions, views read tables only, and function bodies are checked when they run."""
+    """sql/functions/*.sql by name. Their order barely matters: each file holds its triggers after
+    their functions and function bodies are checked when they run; a view is checked when created,
+    so one that calls functions (experiments.sql's report) sorts after their file (estimation.sql)."""
     files = resources.files(__name__).joinpath("functions").iterdir()
     return sorted((Repeatable(e.name, e.read_text(encoding="utf-8")) for e in files if e.name.endswith(".sql")),
                   key=lambda r: r.name)

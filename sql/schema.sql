@@ -216,6 +216,17 @@ $$;
 
 
 --
+-- Name: assignment_point(text, uuid); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.assignment_point(p_salt text, p_user uuid) RETURNS double precision
+    LANGUAGE sql IMMUTABLE
+    AS $$
+    SELECT ('x' || substr(md5(p_salt || ':' || p_user::text), 1, 13))::bit(52)::bigint / 4503599627370496.0::float8
+$$;
+
+
+--
 -- Name: calls_by_id_in_window(timestamp with time zone, interval, uuid[]); Type: FUNCTION; Schema: precall; Owner: -
 --
 
@@ -241,8 +252,11 @@ CREATE FUNCTION precall.calls_in_window(p_now timestamp with time zone) RETURNS 
     LANGUAGE sql STABLE
     AS $$
     SELECT w.call_id
-    FROM precall.calls_in_window(p_now, (SELECT s.lookahead FROM precall.settings s),
-                                 coalesce((SELECT max(u.notification_lead_min) FROM users u), 0)) w
+    FROM precall.plan_window(p_now, (SELECT s.lookahead FROM precall.settings s),
+                             greatest(coalesce((SELECT max(u.notification_lead_min) FROM users u), 0),
+                                      (SELECT max(a.lead_min) FROM precall.experiment_arms a
+                                       JOIN precall.running_experiments(p_now) e ON e.id = a.experiment_id)),
+                             EXISTS (SELECT 1 FROM precall.running_experiments(p_now))) w
 $$;
 
 
@@ -635,6 +649,8 @@ CREATE TABLE public.notification_logs (
     manual_by text,
     resend boolean DEFAULT false NOT NULL,
     reason_code text,
+    experiment_id bigint,
+    arm text,
     CONSTRAINT notification_logs_channel CHECK ((((channel)::text = ANY ((ARRAY['push'::character varying, 'sms'::character varying])::text[])) OR ((channel IS NULL) AND ((status)::text = ANY ((ARRAY['queued'::character varying, 'skipped'::character varying, 'cancelled'::character varying, 'failed'::character varying])::text[]))))),
     CONSTRAINT notification_logs_channel_when_sent CHECK (((channel IS NOT NULL) OR ((status)::text = ANY ((ARRAY['queued'::character varying, 'sending'::character varying, 'skipped'::character varying, 'cancelled'::character varying, 'failed'::character varying])::text[])))),
     CONSTRAINT notification_logs_planned CHECK ((((status)::text <> ALL ((ARRAY['queued'::character varying, 'sending'::character varying])::text[])) OR ((send_at IS NOT NULL) AND (call_id IS NOT NULL)))),
@@ -660,6 +676,115 @@ CREATE FUNCTION precall.claimed_preview_of(n public.notification_logs) RETURNS S
     LEFT JOIN coach_personas p ON p.id = u.coach_persona_id
     WHERE c.id = n.call_id
 $$;
+
+
+--
+-- Name: create_experiment(text, jsonb, numeric, jsonb, timestamp with time zone, timestamp with time zone, text); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.create_experiment(p_name text, p_arms jsonb, p_holdout numeric DEFAULT 0, p_population jsonb DEFAULT '{}'::jsonb, p_starts_at timestamp with time zone DEFAULT now(), p_ends_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_allocation text DEFAULT 'fixed'::text) RETURNS bigint
+    LANGUAGE plpgsql
+    AS $_$
+DECLARE
+    v_id bigint;
+    v_arm jsonb;
+    v_key text;
+    v_names text[] := '{}';
+    v_shared numeric := 0;
+    v_unshared integer := 0;
+    v_rest numeric;
+    v_each numeric;
+    v_share numeric;
+    v_pos integer := 0;
+    v_max_lead integer := (SELECT extract(epoch FROM max_lead)::integer / 60 FROM precall.settings);
+    v_other precall.experiments;
+BEGIN
+    IF jsonb_typeof(p_arms) IS DISTINCT FROM 'array' OR jsonb_array_length(p_arms) = 0 THEN
+        RAISE EXCEPTION 'give at least one arm (the first is the control)' USING ERRCODE = 'PC010';
+    END IF;
+    IF p_holdout IS NULL OR p_holdout < 0 OR p_holdout >= 1 THEN
+        RAISE EXCEPTION 'the holdout share must be in [0, 1), not %', p_holdout USING ERRCODE = 'PC010';
+    END IF;
+    FOR v_key IN SELECT jsonb_object_keys(coalesce(p_population, '{}')) LOOP
+        IF v_key NOT IN ('locale', 'platform', 'notification_pref') THEN
+            RAISE EXCEPTION 'unknown population key %: use locale, platform or notification_pref', v_key USING ERRCODE = 'PC010';
+        END IF;
+    END LOOP;
+    FOR v_arm IN SELECT * FROM jsonb_array_elements(p_arms) LOOP
+        FOR v_key IN SELECT jsonb_object_keys(v_arm) LOOP
+            IF v_key NOT IN ('name', 'share', 'lead_min', 'channel', 'variant', 'none') THEN
+                RAISE EXCEPTION 'arm %: unknown key % (use share, lead_min, channel, variant or none)', v_arm ->> 'name', v_key
+                    USING ERRCODE = 'PC010';
+            END IF;
+        END LOOP;
+        IF v_arm ->> 'name' IS NULL OR v_arm ->> 'name' !~ '^[a-z0-9][a-z0-9_.-]{0,62}$' THEN
+            RAISE EXCEPTION 'arm name % is not a lower-case name', coalesce(v_arm ->> 'name', '(none)') USING ERRCODE = 'PC010';
+        ELSIF v_arm ->> 'name' = 'holdout' THEN
+            RAISE EXCEPTION 'holdout is a reserved arm name (use --holdout for its share)' USING ERRCODE = 'PC010';
+        ELSIF v_arm ->> 'name' = ANY (v_names) THEN
+            RAISE EXCEPTION 'arm % is named twice', v_arm ->> 'name' USING ERRCODE = 'PC010';
+        ELSIF (v_arm ->> 'lead_min') IS NOT NULL AND ((v_arm ->> 'lead_min') !~ '^[0-9]{1,3}$'
+               OR (v_arm ->> 'lead_min')::integer NOT BETWEEN 1 AND least(60, v_max_lead)) THEN
+            RAISE EXCEPTION 'arm %: lead_min % is outside 1..%', v_arm ->> 'name', v_arm ->> 'lead_min', least(60, v_max_lead)
+                USING ERRCODE = 'PC010';
+        ELSIF v_arm ? 'channel' OR v_arm ? 'variant' THEN
+            -- The dispatcher does not apply them yet: refused rather than silently ignored.
+            RAISE EXCEPTION 'arm %: channel and variant arms are not supported yet (lead_min and none are)', v_arm ->> 'name'
+                USING ERRCODE = 'PC010';
+        ELSIF (v_arm ->> 'share') IS NOT NULL AND ((v_arm ->> 'share') !~ '^(0(\.[0-9]+)?|1(\.0+)?|\.[0-9]+)$'
+               OR (v_arm ->> 'share')::numeric <= 0) THEN
+            RAISE EXCEPTION 'arm %: share % is not in (0, 1]', v_arm ->> 'name', v_arm ->> 'share' USING ERRCODE = 'PC010';
+        END IF;
+        v_names := v_names || (v_arm ->> 'name');
+        IF (v_arm ->> 'share') IS NULL THEN
+            v_unshared := v_unshared + 1;
+        ELSE
+            v_shared := v_shared + (v_arm ->> 'share')::numeric;
+        END IF;
+    END LOOP;
+    v_rest := 1 - p_holdout - v_shared;
+    IF v_rest < -0.000001 THEN
+        RAISE EXCEPTION 'the shares add up to % with the holdout: more than 1', round(1 - v_rest, 5) USING ERRCODE = 'PC010';
+    ELSIF v_unshared > 0 AND v_rest <= 0.000001 THEN
+        RAISE EXCEPTION 'nothing is left for the % arm(s) without a share', v_unshared USING ERRCODE = 'PC010';
+    END IF;
+    SELECT * INTO v_other FROM precall.experiments e
+    WHERE e.stopped_at IS NULL
+      AND (e.ends_at IS NULL OR e.ends_at > p_starts_at) AND (p_ends_at IS NULL OR e.starts_at < p_ends_at)
+      AND NOT EXISTS (SELECT 1 FROM jsonb_each_text(e.population) a JOIN jsonb_each_text(coalesce(p_population, '{}')) b
+                      ON a.key = b.key WHERE lower(a.value) <> lower(b.value))
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'its population overlaps experiment % (running or scheduled then): one experiment per user at a time',
+            v_other.name USING ERRCODE = 'PC010';
+    END IF;
+    v_each := v_rest / nullif(v_unshared, 0);
+    INSERT INTO precall.experiments (name, population, holdout, allocation, starts_at, ends_at)
+    VALUES (p_name, coalesce(p_population, '{}'), p_holdout, p_allocation, p_starts_at, p_ends_at)
+    RETURNING id INTO v_id;
+    IF p_holdout > 0 THEN
+        INSERT INTO precall.experiment_arms (experiment_id, name, position, share, no_preview)
+        VALUES (v_id, 'holdout', 0, p_holdout, true);
+    END IF;
+    FOR v_arm IN SELECT * FROM jsonb_array_elements(p_arms) LOOP
+        v_pos := v_pos + 1;
+        IF (v_arm ->> 'share') IS NULL THEN
+            -- Equal parts of the rest; the last takes the rounding, so that the shares add up.
+            v_unshared := v_unshared - 1;
+            v_share := CASE WHEN v_unshared = 0 THEN v_rest ELSE round(v_each, 5) END;
+            v_rest := v_rest - v_share;
+        ELSE
+            v_share := (v_arm ->> 'share')::numeric;
+        END IF;
+        INSERT INTO precall.experiment_arms (experiment_id, name, position, share, lead_min, no_preview)
+        VALUES (v_id, v_arm ->> 'name', v_pos, v_share,
+                (v_arm ->> 'lead_min')::integer, coalesce((v_arm ->> 'none')::boolean, false));
+    END LOOP;
+    RETURN v_id;
+EXCEPTION WHEN unique_violation THEN
+    RAISE EXCEPTION 'an experiment named % exists already', p_name USING ERRCODE = 'PC010';
+END
+$_$;
 
 
 --
@@ -761,6 +886,29 @@ BEGIN
     END IF;
     RETURN CASE WHEN p_x < 0 THEN 2 - v_result ELSE v_result END;
 END
+$$;
+
+
+--
+-- Name: experiment_arm_of(uuid, text, text, text, timestamp with time zone); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.experiment_arm_of(p_user uuid, p_locale text, p_platform text, p_pref text, p_now timestamp with time zone) RETURNS TABLE(experiment_id bigint, experiment text, arm text, lead_min integer, no_preview boolean, assigned boolean)
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT e.id, e.name, a.name, a.lead_min, a.no_preview, s.arm IS NOT NULL
+    FROM precall.running_experiments(p_now) e
+    LEFT JOIN precall.experiment_assignments s ON s.experiment_id = e.id AND s.user_id = p_user
+    JOIN LATERAL (
+        SELECT x.* FROM (
+            SELECT r.*, sum(r.share) OVER (ORDER BY r.position) AS upto
+            FROM precall.experiment_arms r WHERE r.experiment_id = e.id) x
+        WHERE CASE WHEN s.arm IS NOT NULL THEN x.name = s.arm
+                   ELSE precall.assignment_point(e.salt, p_user) < x.upto END
+        ORDER BY x.position LIMIT 1) a ON true
+    WHERE s.arm IS NOT NULL OR precall.in_population(e.population, p_locale, p_platform, p_pref)
+    ORDER BY e.id
+    LIMIT 1
 $$;
 
 
@@ -884,6 +1032,21 @@ CREATE FUNCTION precall.history_entries(p_user uuid, p_limit integer DEFAULT 20,
     ) e
     ORDER BY e.created_at DESC, e.id DESC
     LIMIT p_limit OFFSET p_offset
+$$;
+
+
+--
+-- Name: in_population(jsonb, text, text, text); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.in_population(p_population jsonb, p_locale text, p_platform text, p_pref text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE
+    AS $$
+    SELECT (p_population ->> 'locale' IS NULL
+            OR lower(replace(coalesce(p_locale, ''), '_', '-')) = lower(p_population ->> 'locale')
+            OR split_part(lower(replace(coalesce(p_locale, ''), '_', '-')), '-', 1) = lower(p_population ->> 'locale'))
+       AND (p_population ->> 'platform' IS NULL OR coalesce(p_platform, 'none') = p_population ->> 'platform')
+       AND (p_population ->> 'notification_pref' IS NULL OR p_pref = p_population ->> 'notification_pref')
 $$;
 
 
@@ -1141,6 +1304,27 @@ $$;
 
 
 --
+-- Name: plan_by_id(timestamp with time zone, interval, uuid[], boolean); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.plan_by_id(p_now timestamp with time zone, p_lookahead interval, p_call_ids uuid[], p_experiments boolean) RETURNS TABLE(call_id uuid, user_id uuid, scheduled_at timestamp with time zone, send_at timestamp with time zone, type text, experiment_id bigint, experiment text, arm text, no_preview boolean, assigned boolean)
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT c.id, c.user_id, c.scheduled_at,
+           greatest(c.scheduled_at - make_interval(mins => coalesce(x.lead_min, u.notification_lead_min)), p_now),
+           precall.guess_preview_type(u), x.experiment_id, x.experiment, x.arm, coalesce(x.no_preview, false),
+           coalesce(x.assigned, false)
+    FROM scheduled_calls c
+    JOIN users u ON u.id = c.user_id
+    LEFT JOIN LATERAL precall.experiment_arm_of(u.id, u.locale::text, u.platform::text, u.notification_pref::text,
+                                                p_now) x ON p_experiments
+    WHERE c.id = ANY (p_call_ids)
+      AND c.status = 'pending'
+      AND c.scheduled_at - make_interval(mins => coalesce(x.lead_min, u.notification_lead_min)) <= p_now + p_lookahead
+$$;
+
+
+--
 -- Name: plan_calls(uuid[], timestamp with time zone); Type: FUNCTION; Schema: precall; Owner: -
 --
 
@@ -1154,35 +1338,49 @@ DECLARE
     v_source text;
     v_planned integer;
     v_next timestamptz;
+    v_experiments boolean;
 BEGIN
     IF cardinality(p_call_ids) = 0 THEN
         RETURN 0;
     END IF;
     SELECT * INTO v_settings FROM precall.settings;
+    v_experiments := EXISTS (SELECT 1 FROM precall.running_experiments(p_now));
     IF p_call_ids IS NULL THEN
-        -- The largest lead in use (an index lookup) bounds the scan, instead of the 60-minute maximum.
-        v_max_lead := coalesce((SELECT max(u.notification_lead_min) FROM users u), 0);
-        v_source := 'precall.calls_in_window($1, $2, $3)';
+        -- The largest lead in use (an index lookup) bounds the scan, instead of the 60-minute
+        -- maximum; a running experiment's arm may lead further.
+        v_max_lead := greatest(coalesce((SELECT max(u.notification_lead_min) FROM users u), 0),
+                               CASE WHEN v_experiments THEN (SELECT max(a.lead_min) FROM precall.experiment_arms a
+                                    JOIN precall.running_experiments(p_now) e ON e.id = a.experiment_id) END);
+        v_source := 'precall.plan_window($1, $2, $3, $6)';
     ELSE
-        v_source := 'precall.calls_by_id_in_window($1, $2, $5)';
+        v_source := 'precall.plan_by_id($1, $2, $5, $6)';
     END IF;
     -- EXECUTE plans with the values themselves, so the planner sees how few calls the range
     -- holds; a cached generic plan would guess (and at 10M calls hash-join every user).
     EXECUTE format($q$
         WITH candidates AS MATERIALIZED (
             SELECT * FROM %s
+        ), assigned AS (
+            -- A user's arm is stored when first used, and kept.
+            INSERT INTO precall.experiment_assignments (experiment_id, user_id, arm)
+            SELECT DISTINCT cd.experiment_id, cd.user_id, cd.arm FROM candidates cd
+            WHERE cd.experiment_id IS NOT NULL AND NOT cd.assigned
+            ON CONFLICT DO NOTHING
         ), inserted AS (
-            INSERT INTO notification_logs (user_id, call_id, type, channel, status, reason, send_at, planned_for)
+            INSERT INTO notification_logs (user_id, call_id, type, channel, status, reason, send_at, planned_for,
+                                           experiment_id, arm)
             SELECT cd.user_id, cd.call_id, coalesce(cd.type, 'preview_push'),
                    CASE cd.type WHEN 'preview_sms' THEN 'sms' WHEN 'preview_push' THEN 'push' END,
-                   CASE WHEN cd.scheduled_at - $1 < $4 THEN 'skipped' ELSE 'queued' END,
-                   CASE WHEN cd.scheduled_at <= $1
+                   CASE WHEN cd.no_preview OR cd.scheduled_at - $1 < $4 THEN 'skipped' ELSE 'queued' END,
+                   CASE WHEN cd.no_preview
+                        THEN format('holdout: experiment %%s, arm %%s (no preview)', cd.experiment, cd.arm)
+                        WHEN cd.scheduled_at <= $1
                         THEN format('in_past: the call at %%s was %%s ago when it was planned',
                                     cd.scheduled_at, date_trunc('second', $1 - cd.scheduled_at))
                         WHEN cd.scheduled_at - $1 < $4
                         THEN format('too_late: planned %%s before the call, cut-off is %%s',
                                     date_trunc('second', cd.scheduled_at - $1), $4) END,
-                   cd.send_at, cd.scheduled_at
+                   cd.send_at, cd.scheduled_at, cd.experiment_id, cd.arm
             FROM candidates cd
             WHERE NOT EXISTS (
                 SELECT 1 FROM notification_logs n
@@ -1205,7 +1403,7 @@ BEGIN
         FROM inserted
     $q$, v_source)
     INTO v_planned, v_next
-    USING p_now, v_settings.lookahead, v_max_lead, v_settings.min_notice, p_call_ids;
+    USING p_now, v_settings.lookahead, v_max_lead, v_settings.min_notice, p_call_ids, v_experiments;
 
     IF v_planned > 0 THEN
         PERFORM precall.notify_due(v_planned, v_next);
@@ -1223,6 +1421,28 @@ CREATE FUNCTION precall.plan_due_previews(p_now timestamp with time zone DEFAULT
     LANGUAGE sql
     AS $$
     SELECT precall.plan_calls(NULL, p_now)
+$$;
+
+
+--
+-- Name: plan_window(timestamp with time zone, interval, integer, boolean); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.plan_window(p_now timestamp with time zone, p_lookahead interval, p_max_lead integer, p_experiments boolean) RETURNS TABLE(call_id uuid, user_id uuid, scheduled_at timestamp with time zone, send_at timestamp with time zone, type text, experiment_id bigint, experiment text, arm text, no_preview boolean, assigned boolean)
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT c.id, c.user_id, c.scheduled_at,
+           greatest(c.scheduled_at - make_interval(mins => coalesce(x.lead_min, u.notification_lead_min)), p_now),
+           precall.guess_preview_type(u), x.experiment_id, x.experiment, x.arm, coalesce(x.no_preview, false),
+           coalesce(x.assigned, false)
+    FROM scheduled_calls c
+    JOIN users u ON u.id = c.user_id
+    LEFT JOIN LATERAL precall.experiment_arm_of(u.id, u.locale::text, u.platform::text, u.notification_pref::text,
+                                                p_now) x ON p_experiments
+    WHERE c.status = 'pending'
+      AND c.scheduled_at > p_now
+      AND c.scheduled_at <= p_now + p_lookahead + make_interval(mins => p_max_lead)
+      AND c.scheduled_at - make_interval(mins => coalesce(x.lead_min, u.notification_lead_min)) <= p_now + p_lookahead
 $$;
 
 
@@ -1267,6 +1487,20 @@ CREATE FUNCTION precall.previews_at_risk(p_per_second numeric, p_channel text DE
     FROM projected p CROSS JOIN precall.settings s
     WHERE p.projected_at > p.scheduled_at - s.min_notice
     ORDER BY p.send_at, p.id
+$$;
+
+
+--
+-- Name: proportions_p(bigint, bigint, bigint, bigint); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.proportions_p(p_x1 bigint, p_n1 bigint, p_x2 bigint, p_n2 bigint) RETURNS double precision
+    LANGUAGE sql IMMUTABLE
+    AS $$
+    SELECT CASE WHEN coalesce(p_n1, 0) = 0 OR coalesce(p_n2, 0) = 0 THEN NULL
+                WHEN least(p_n1, p_n2) * least(k, n - k) / n < 10 THEN precall.fisher_exact_p(p_x1, p_n1, p_x2, p_n2)
+                ELSE precall.two_proportion_p(p_x1, p_n1, p_x2, p_n2) END
+    FROM (SELECT (p_x1 + p_x2)::float8 AS k, (p_n1 + p_n2)::float8 AS n) m
 $$;
 
 
@@ -1859,6 +2093,43 @@ $$;
 
 
 --
+-- Name: experiments; Type: TABLE; Schema: precall; Owner: -
+--
+
+CREATE TABLE precall.experiments (
+    id bigint NOT NULL,
+    name text NOT NULL,
+    salt text DEFAULT (gen_random_uuid())::text NOT NULL,
+    population jsonb DEFAULT '{}'::jsonb NOT NULL,
+    holdout numeric(6,5) DEFAULT 0 NOT NULL,
+    allocation text DEFAULT 'fixed'::text NOT NULL,
+    floor_share numeric(6,5) DEFAULT 0.05 NOT NULL,
+    starts_at timestamp with time zone DEFAULT now() NOT NULL,
+    ends_at timestamp with time zone,
+    stopped_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT experiments_allocation_check CHECK ((allocation = ANY (ARRAY['fixed'::text, 'thompson'::text]))),
+    CONSTRAINT experiments_check CHECK (((ends_at IS NULL) OR (ends_at > starts_at))),
+    CONSTRAINT experiments_floor_share_check CHECK (((floor_share >= (0)::numeric) AND (floor_share < (1)::numeric))),
+    CONSTRAINT experiments_holdout_check CHECK (((holdout >= (0)::numeric) AND (holdout < (1)::numeric))),
+    CONSTRAINT experiments_name_check CHECK ((name ~ '^[a-z0-9][a-z0-9_.-]{0,62}$'::text)),
+    CONSTRAINT experiments_population_check CHECK ((jsonb_typeof(population) = 'object'::text))
+);
+
+
+--
+-- Name: running_experiments(timestamp with time zone); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.running_experiments(p_now timestamp with time zone) RETURNS SETOF precall.experiments
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT * FROM precall.experiments e
+    WHERE e.stopped_at IS NULL AND e.starts_at <= p_now AND (e.ends_at IS NULL OR e.ends_at > p_now)
+$$;
+
+
+--
 -- Name: sms_budget_reached(text); Type: FUNCTION; Schema: precall; Owner: -
 --
 
@@ -1919,6 +2190,35 @@ CREATE FUNCTION precall.sms_reply_action(p_body text) RETURNS text
                WHEN '2' THEN 'snooze' WHEN 'LATER' THEN 'snooze' WHEN 'PLUSTARD' THEN 'snooze'
                WHEN '3' THEN 'skip' WHEN 'SKIP' THEN 'skip' WHEN 'ANNULER' THEN 'skip'
            END
+$$;
+
+
+--
+-- Name: stop_experiment(text); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.stop_experiment(p_name text) RETURNS integer
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_id bigint;
+    v_calls uuid[];
+BEGIN
+    UPDATE precall.experiments SET stopped_at = now() WHERE name = p_name AND stopped_at IS NULL RETURNING id INTO v_id;
+    IF v_id IS NULL THEN
+        RETURN NULL;
+    END IF;
+    WITH moved AS (
+        UPDATE notification_logs n
+        SET status = 'cancelled', reason = format('experiment_stopped: %s', p_name), updated_at = now()
+        WHERE n.experiment_id = v_id
+          AND (n.status = 'queued' OR (n.status = 'skipped' AND n.reason_code = 'holdout' AND n.send_at > now()))
+        RETURNING n.call_id
+    )
+    SELECT coalesce(array_agg(DISTINCT call_id), '{}') INTO v_calls FROM moved;
+    PERFORM precall.plan_calls(v_calls);
+    RETURN cardinality(v_calls);
+END
 $$;
 
 
@@ -2417,7 +2717,9 @@ CREATE VIEW precall.call_facts AS
      JOIN public.users u ON ((u.id = c.user_id)))
      LEFT JOIN precall.call_outcomes o ON ((o.call_id = c.id)))
      LEFT JOIN precall.call_actions a ON (((a.call_id = c.id) AND (a.outcome = 'applied'::text))))
-  WHERE ((c.status)::text = ANY ((ARRAY['answered'::character varying, 'no_answer'::character varying, 'failed'::character varying])::text[]));
+  WHERE (((c.status)::text = ANY ((ARRAY['answered'::character varying, 'no_answer'::character varying, 'failed'::character varying])::text[])) AND (NOT (EXISTS ( SELECT 1
+           FROM public.notification_logs h
+          WHERE ((h.call_id = c.id) AND (h.reason_code = 'holdout'::text))))));
 
 
 --
@@ -2464,6 +2766,156 @@ CREATE TABLE precall.devices (
 
 ALTER TABLE precall.devices ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
     SEQUENCE NAME precall.devices_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+
+--
+-- Name: experiment_arms; Type: TABLE; Schema: precall; Owner: -
+--
+
+CREATE TABLE precall.experiment_arms (
+    experiment_id bigint NOT NULL,
+    name text NOT NULL,
+    "position" integer NOT NULL,
+    share numeric(6,5) NOT NULL,
+    lead_min integer,
+    channel text,
+    variant text,
+    no_preview boolean DEFAULT false NOT NULL,
+    CONSTRAINT experiment_arms_channel_check CHECK ((channel = ANY (ARRAY['push'::text, 'sms'::text, 'push_and_sms'::text]))),
+    CONSTRAINT experiment_arms_lead_min_check CHECK (((lead_min >= 1) AND (lead_min <= 60))),
+    CONSTRAINT experiment_arms_name_check CHECK ((name ~ '^[a-z0-9][a-z0-9_.-]{0,62}$'::text)),
+    CONSTRAINT experiment_arms_position_check CHECK (("position" >= 0)),
+    CONSTRAINT experiment_arms_share_check CHECK (((share > (0)::numeric) AND (share <= (1)::numeric))),
+    CONSTRAINT experiment_arms_variant_check CHECK ((variant ~ '^[a-z0-9][a-z0-9_-]{0,62}$'::text))
+);
+
+
+--
+-- Name: experiment_assignments; Type: TABLE; Schema: precall; Owner: -
+--
+
+CREATE TABLE precall.experiment_assignments (
+    experiment_id bigint NOT NULL,
+    user_id uuid NOT NULL,
+    arm text NOT NULL,
+    assigned_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+
+--
+-- Name: experiment_calls; Type: VIEW; Schema: precall; Owner: -
+--
+
+CREATE VIEW precall.experiment_calls AS
+ SELECT DISTINCT ON (n.experiment_id, n.call_id) n.experiment_id,
+    n.arm,
+    n.call_id,
+    n.user_id,
+    c.status,
+    (((c.status)::text = ANY ((ARRAY['answered'::character varying, 'no_answer'::character varying, 'failed'::character varying])::text[])) OR (((c.status)::text = 'cancelled'::text) AND (act.action = 'skip'::text))) AS reached,
+    (((c.status)::text = 'answered'::text) AND (o.answered_by IS DISTINCT FROM 'machine'::text)) AS answered
+   FROM (((public.notification_logs n
+     JOIN public.scheduled_calls c ON ((c.id = n.call_id)))
+     LEFT JOIN precall.call_outcomes o ON ((o.call_id = c.id)))
+     LEFT JOIN precall.call_actions act ON (((act.call_id = c.id) AND (act.outcome = 'applied'::text))))
+  WHERE ((n.experiment_id IS NOT NULL) AND ((n.type)::text = ANY ((ARRAY['preview_push'::character varying, 'preview_sms'::character varying])::text[])))
+  ORDER BY n.experiment_id, n.call_id, n.created_at DESC;
+
+
+--
+-- Name: experiment_report; Type: VIEW; Schema: precall; Owner: -
+--
+
+CREATE VIEW precall.experiment_report AS
+ WITH per_arm AS (
+         SELECT a.experiment_id,
+            a.name AS arm,
+            a."position",
+            ( SELECT count(*) AS count
+                   FROM precall.experiment_assignments s
+                  WHERE ((s.experiment_id = a.experiment_id) AND (s.arm = a.name))) AS users,
+            count(ec.call_id) FILTER (WHERE ec.reached) AS calls,
+            count(ec.call_id) FILTER (WHERE (ec.reached AND ec.answered)) AS answered
+           FROM (precall.experiment_arms a
+             LEFT JOIN precall.experiment_calls ec ON (((ec.experiment_id = a.experiment_id) AND (ec.arm = a.name))))
+          GROUP BY a.experiment_id, a.name, a."position"
+        ), previews AS (
+         SELECT n.experiment_id,
+            n.arm,
+            count(*) FILTER (WHERE (((n.channel)::text = 'push'::text) AND (n.delivered_at IS NOT NULL))) AS receipts,
+            count(*) FILTER (WHERE (n.opened_at IS NOT NULL)) AS opens,
+            count(*) FILTER (WHERE n.late_receipt) AS late_receipts
+           FROM public.notification_logs n
+          WHERE (n.experiment_id IS NOT NULL)
+          GROUP BY n.experiment_id, n.arm
+        ), spend AS (
+         SELECT x.experiment_id,
+            x.arm,
+            jsonb_object_agg(x.cost_currency, x.amount) AS sms_spend
+           FROM ( SELECT n.experiment_id,
+                    n.arm,
+                    (n.cost_currency)::text AS cost_currency,
+                    sum(n.cost_estimate) AS amount
+                   FROM public.notification_logs n
+                  WHERE ((n.experiment_id IS NOT NULL) AND (n.sent_at IS NOT NULL) AND (n.cost_currency IS NOT NULL))
+                  GROUP BY n.experiment_id, n.arm, ((n.cost_currency)::text)) x
+          GROUP BY x.experiment_id, x.arm
+        ), sms_by_call AS (
+         SELECT p.experiment_id,
+            p.arm,
+            (f.cost_currency)::text AS cost_currency,
+            sum(f.cost_estimate) AS amount
+           FROM (public.notification_logs f
+             JOIN public.notification_logs p ON ((p.id = f.parent_id)))
+          WHERE ((p.experiment_id IS NOT NULL) AND (f.sent_at IS NOT NULL) AND (f.cost_currency IS NOT NULL))
+          GROUP BY p.experiment_id, p.arm, ((f.cost_currency)::text)
+        )
+ SELECT e.name AS experiment,
+    pa.arm,
+    pa."position",
+    pa.users,
+    pa.calls,
+    pa.answered,
+    ((pa.answered)::double precision / (NULLIF(pa.calls, 0))::double precision) AS answer_rate,
+    w.lo AS ci_lo,
+    w.hi AS ci_hi,
+    vh.diff AS vs_holdout_diff,
+    vh.lo AS vs_holdout_lo,
+    vh.hi AS vs_holdout_hi,
+    precall.proportions_p(pa.answered, pa.calls, h.answered, h.calls) AS vs_holdout_p,
+    vc.diff AS vs_control_diff,
+    vc.lo AS vs_control_lo,
+    vc.hi AS vs_control_hi,
+    precall.proportions_p(pa.answered, pa.calls, c.answered, c.calls) AS vs_control_p,
+    (COALESCE(sp.sms_spend, '{}'::jsonb) || COALESCE(( SELECT jsonb_object_agg(s.cost_currency, (s.amount + COALESCE(((sp.sms_spend ->> s.cost_currency))::numeric, (0)::numeric))) AS jsonb_object_agg
+           FROM sms_by_call s
+          WHERE ((s.experiment_id = pa.experiment_id) AND (s.arm = pa.arm))), '{}'::jsonb)) AS sms_spend,
+    COALESCE(pv.receipts, (0)::bigint) AS receipts,
+    COALESCE(pv.opens, (0)::bigint) AS opens,
+    COALESCE(pv.late_receipts, (0)::bigint) AS late_receipts
+   FROM ((((((((per_arm pa
+     JOIN precall.experiments e ON ((e.id = pa.experiment_id)))
+     LEFT JOIN per_arm h ON (((h.experiment_id = pa.experiment_id) AND (h."position" = 0) AND (pa."position" <> 0))))
+     LEFT JOIN per_arm c ON (((c.experiment_id = pa.experiment_id) AND (c."position" = 1) AND (pa."position" <> 1))))
+     LEFT JOIN previews pv ON (((pv.experiment_id = pa.experiment_id) AND (pv.arm = pa.arm))))
+     LEFT JOIN spend sp ON (((sp.experiment_id = pa.experiment_id) AND (sp.arm = pa.arm))))
+     LEFT JOIN LATERAL precall.wilson_interval(pa.answered, pa.calls) w(lo, hi) ON (true))
+     LEFT JOIN LATERAL precall.newcombe_interval(pa.answered, pa.calls, h.answered, h.calls) vh(diff, lo, hi) ON ((h.arm IS NOT NULL)))
+     LEFT JOIN LATERAL precall.newcombe_interval(pa.answered, pa.calls, c.answered, c.calls) vc(diff, lo, hi) ON ((c.arm IS NOT NULL)));
+
+
+--
+-- Name: experiments_id_seq; Type: SEQUENCE; Schema: precall; Owner: -
+--
+
+ALTER TABLE precall.experiments ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME precall.experiments_id_seq
     START WITH 1
     INCREMENT BY 1
     NO MINVALUE
@@ -2688,6 +3140,46 @@ ALTER TABLE ONLY precall.dispatchers
 
 
 --
+-- Name: experiment_arms experiment_arms_experiment_id_position_key; Type: CONSTRAINT; Schema: precall; Owner: -
+--
+
+ALTER TABLE ONLY precall.experiment_arms
+    ADD CONSTRAINT experiment_arms_experiment_id_position_key UNIQUE (experiment_id, "position");
+
+
+--
+-- Name: experiment_arms experiment_arms_pkey; Type: CONSTRAINT; Schema: precall; Owner: -
+--
+
+ALTER TABLE ONLY precall.experiment_arms
+    ADD CONSTRAINT experiment_arms_pkey PRIMARY KEY (experiment_id, name);
+
+
+--
+-- Name: experiment_assignments experiment_assignments_pkey; Type: CONSTRAINT; Schema: precall; Owner: -
+--
+
+ALTER TABLE ONLY precall.experiment_assignments
+    ADD CONSTRAINT experiment_assignments_pkey PRIMARY KEY (experiment_id, user_id);
+
+
+--
+-- Name: experiments experiments_name_key; Type: CONSTRAINT; Schema: precall; Owner: -
+--
+
+ALTER TABLE ONLY precall.experiments
+    ADD CONSTRAINT experiments_name_key UNIQUE (name);
+
+
+--
+-- Name: experiments experiments_pkey; Type: CONSTRAINT; Schema: precall; Owner: -
+--
+
+ALTER TABLE ONLY precall.experiments
+    ADD CONSTRAINT experiments_pkey PRIMARY KEY (id);
+
+
+--
 -- Name: kpi_targets kpi_targets_pkey; Type: CONSTRAINT; Schema: precall; Owner: -
 --
 
@@ -2886,6 +3378,13 @@ CREATE INDEX devices_user_idx ON precall.devices USING btree (user_id, last_seen
 
 
 --
+-- Name: experiment_assignments_user_idx; Type: INDEX; Schema: precall; Owner: -
+--
+
+CREATE INDEX experiment_assignments_user_idx ON precall.experiment_assignments USING btree (user_id);
+
+
+--
 -- Name: sms_inbound_from_idx; Type: INDEX; Schema: precall; Owner: -
 --
 
@@ -2925,6 +3424,13 @@ CREATE INDEX notification_logs_active_send_at_idx ON public.notification_logs US
 --
 
 CREATE INDEX notification_logs_created_idx ON public.notification_logs USING btree (created_at);
+
+
+--
+-- Name: notification_logs_experiment_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX notification_logs_experiment_idx ON public.notification_logs USING btree (experiment_id, arm) WHERE (experiment_id IS NOT NULL);
 
 
 --
@@ -3130,6 +3636,22 @@ ALTER TABLE ONLY precall.call_jobs
 
 ALTER TABLE ONLY precall.devices
     ADD CONSTRAINT devices_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE CASCADE;
+
+
+--
+-- Name: experiment_arms experiment_arms_experiment_id_fkey; Type: FK CONSTRAINT; Schema: precall; Owner: -
+--
+
+ALTER TABLE ONLY precall.experiment_arms
+    ADD CONSTRAINT experiment_arms_experiment_id_fkey FOREIGN KEY (experiment_id) REFERENCES precall.experiments(id) ON DELETE CASCADE;
+
+
+--
+-- Name: experiment_assignments experiment_assignments_experiment_id_fkey; Type: FK CONSTRAINT; Schema: precall; Owner: -
+--
+
+ALTER TABLE ONLY precall.experiment_assignments
+    ADD CONSTRAINT experiment_assignments_experiment_id_fkey FOREIGN KEY (experiment_id) REFERENCES precall.experiments(id) ON DELETE CASCADE;
 
 
 --

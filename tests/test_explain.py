@@ -30,7 +30,7 @@ def test_planning_scan_uses_the_partial_index_on_100k_calls(conn: psycopg.Connec
         " AND c.scheduled_at > %(t)s AND c.scheduled_at - make_interval(mins => u.notification_lead_min)"
         "     <= %(t)s + interval '2 minutes' AND c.scheduled_at - %(t)s >= interval '30 seconds'", {"t": now}).fetchone()
     assert due is not None and due[0] > 0
-    # As the cron job runs it: plan_due_previews -> plan_calls -> EXECUTE over calls_in_window.
+    # As the cron job runs it: plan_due_previews -> plan_calls -> EXECUTE over plan_window.
     with explained(conn) as plans:
         planned = conn.execute("SELECT precall.plan_due_previews(%s)", (now,)).fetchone()
     assert planned == (due[0],)
@@ -54,7 +54,7 @@ def test_planning_reads_only_the_calls_that_can_be_due(conn: psycopg.Connection)
     conn.execute("ANALYZE users")
     in_range = conn.execute("SELECT count(*) FROM scheduled_calls WHERE status = 'pending'"
                             " AND scheduled_at <= now() + interval '7 minutes'").fetchone()
-    plan = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) SELECT * FROM precall.calls_in_window(now(), interval '2 minutes', 5)").fetchone()
+    plan = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) SELECT * FROM precall.plan_window(now(), interval '2 minutes', 5, false)").fetchone()
     assert plan is not None and in_range is not None
     scans = [n for n in nodes(plan[0][0]["Plan"]) if n.get("Relation Name") == "scheduled_calls"]
     assert scans and all(n["Node Type"] != "Seq Scan" for n in scans), scans

@@ -1,4 +1,4 @@
-"""The experiment report's statistics (sql/functions/statistics.sql) against independent
+"""The experiment report's statistics (sql/functions/estimation.sql) against independent
 computations: Python's math.erfc / math.lgamma, exact fractions for Fisher's test, the formulas
 written out again here, and the published values of Newcombe (1998)."""
 

@@ -25,7 +25,7 @@ JOIN users u ON u.id = n.user_id;
 -- One row per call that reached its time (answered, no_answer, failed), with the channel of the
 -- preview that went out for it ('none' when none did). A call the call system reported as
 -- answered by a machine (precall.call_outcomes) is not answered; `action` is the person's applied
--- action on the call's preview ('none' when none).
+-- action on the call's preview ('none' when none). Calls an experiment held out are left out.
 CREATE OR REPLACE VIEW precall.call_facts AS
 SELECT c.id, c.user_id, c.scheduled_at, c.status,
        (c.scheduled_at AT TIME ZONE 'UTC')::date AS day,
@@ -40,7 +40,10 @@ FROM scheduled_calls c
 JOIN users u ON u.id = c.user_id
 LEFT JOIN precall.call_outcomes o ON o.call_id = c.id
 LEFT JOIN precall.call_actions a ON a.call_id = c.id AND a.outcome = 'applied'
-WHERE c.status IN ('answered', 'no_answer', 'failed');
+WHERE c.status IN ('answered', 'no_answer', 'failed')
+  -- An experiment's holdout (or 'none' arm) got no preview on purpose: not the product's answer
+  -- rate (precall experiments report scores it).
+  AND NOT EXISTS (SELECT 1 FROM notification_logs h WHERE h.call_id = c.id AND h.reason_code = 'holdout');
 
 -- Claims a preview for a manual send, leased to p_worker, as a precall.claimed_preview.
 -- Without p_force: refuses when a preview already left for this call time (saying when and how)

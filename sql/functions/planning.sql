@@ -38,35 +38,49 @@ DECLARE
     v_source text;
     v_planned integer;
     v_next timestamptz;
+    v_experiments boolean;
 BEGIN
     IF cardinality(p_call_ids) = 0 THEN
         RETURN 0;
     END IF;
     SELECT * INTO v_settings FROM precall.settings;
+    v_experiments := EXISTS (SELECT 1 FROM precall.running_experiments(p_now));
     IF p_call_ids IS NULL THEN
-        -- The largest lead in use (an index lookup) bounds the scan, instead of the 60-minute maximum.
-        v_max_lead := coalesce((SELECT max(u.notification_lead_min) FROM users u), 0);
-        v_source := 'precall.calls_in_window($1, $2, $3)';
+        -- The largest lead in use (an index lookup) bounds the scan, instead of the 60-minute
+        -- maximum; a running experiment's arm may lead further.
+        v_max_lead := greatest(coalesce((SELECT max(u.notification_lead_min) FROM users u), 0),
+                               CASE WHEN v_experiments THEN (SELECT max(a.lead_min) FROM precall.experiment_arms a
+                                    JOIN precall.running_experiments(p_now) e ON e.id = a.experiment_id) END);
+        v_source := 'precall.plan_window($1, $2, $3, $6)';
     ELSE
-        v_source := 'precall.calls_by_id_in_window($1, $2, $5)';
+        v_source := 'precall.plan_by_id($1, $2, $5, $6)';
     END IF;
     -- EXECUTE plans with the values themselves, so the planner sees how few calls the range
     -- holds; a cached generic plan would guess (and at 10M calls hash-join every user).
     EXECUTE format($q$
         WITH candidates AS MATERIALIZED (
             SELECT * FROM %s
+        ), assigned AS (
+            -- A user's arm is stored when first used, and kept.
+            INSERT INTO precall.experiment_assignments (experiment_id, user_id, arm)
+            SELECT DISTINCT cd.experiment_id, cd.user_id, cd.arm FROM candidates cd
+            WHERE cd.experiment_id IS NOT NULL AND NOT cd.assigned
+            ON CONFLICT DO NOTHING
         ), inserted AS (
-            INSERT INTO notification_logs (user_id, call_id, type, channel, status, reason, send_at, planned_for)
+            INSERT INTO notification_logs (user_id, call_id, type, channel, status, reason, send_at, planned_for,
+                                           experiment_id, arm)
             SELECT cd.user_id, cd.call_id, coalesce(cd.type, 'preview_push'),
                    CASE cd.type WHEN 'preview_sms' THEN 'sms' WHEN 'preview_push' THEN 'push' END,
-                   CASE WHEN cd.scheduled_at - $1 < $4 THEN 'skipped' ELSE 'queued' END,
-                   CASE WHEN cd.scheduled_at <= $1
+                   CASE WHEN cd.no_preview OR cd.scheduled_at - $1 < $4 THEN 'skipped' ELSE 'queued' END,
+                   CASE WHEN cd.no_preview
+                        THEN format('holdout: experiment %%s, arm %%s (no preview)', cd.experiment, cd.arm)
+                        WHEN cd.scheduled_at <= $1
                         THEN format('in_past: the call at %%s was %%s ago when it was planned',
                                     cd.scheduled_at, date_trunc('second', $1 - cd.scheduled_at))
                         WHEN cd.scheduled_at - $1 < $4
                         THEN format('too_late: planned %%s before the call, cut-off is %%s',
                                     date_trunc('second', cd.scheduled_at - $1), $4) END,
-                   cd.send_at, cd.scheduled_at
+                   cd.send_at, cd.scheduled_at, cd.experiment_id, cd.arm
             FROM candidates cd
             WHERE NOT EXISTS (
                 SELECT 1 FROM notification_logs n
@@ -89,7 +103,7 @@ BEGIN
         FROM inserted
     $q$, v_source)
     INTO v_planned, v_next
-    USING p_now, v_settings.lookahead, v_max_lead, v_settings.min_notice, p_call_ids;
+    USING p_now, v_settings.lookahead, v_max_lead, v_settings.min_notice, p_call_ids, v_experiments;
 
     IF v_planned > 0 THEN
         PERFORM precall.notify_due(v_planned, v_next);
@@ -233,7 +247,8 @@ END
 $function$;
 
 -- The pending calls whose preview falls in the window [p_now, p_now + p_lookahead], for users
--- whose lead is at most p_max_lead minutes, with what planning writes for each.
+-- whose lead is at most p_max_lead minutes, with what planning wrote for each before experiments
+-- (planning reads precall.plan_window now; kept for DBAs' queries and the previous release).
 CREATE OR REPLACE FUNCTION precall.calls_in_window(p_now timestamp with time zone, p_lookahead interval, p_max_lead integer)
  RETURNS TABLE(call_id uuid, user_id uuid, scheduled_at timestamp with time zone, send_at timestamp with time zone, type text)
  LANGUAGE sql
@@ -258,11 +273,56 @@ CREATE OR REPLACE FUNCTION precall.calls_in_window(p_now timestamp with time zon
  STABLE
 AS $function$
     SELECT w.call_id
-    FROM precall.calls_in_window(p_now, (SELECT s.lookahead FROM precall.settings s),
-                                 coalesce((SELECT max(u.notification_lead_min) FROM users u), 0)) w
+    FROM precall.plan_window(p_now, (SELECT s.lookahead FROM precall.settings s),
+                             greatest(coalesce((SELECT max(u.notification_lead_min) FROM users u), 0),
+                                      (SELECT max(a.lead_min) FROM precall.experiment_arms a
+                                       JOIN precall.running_experiments(p_now) e ON e.id = a.experiment_id)),
+                             EXISTS (SELECT 1 FROM precall.running_experiments(p_now))) w
 $function$;
 
--- The given calls (new or changed rows, from the triggers), past ones included.
+-- What planning reads at p_now: the pending calls whose preview falls in the window (the cron
+-- run), or the given calls (the triggers, past ones included), with what planning writes for
+-- each — under a running experiment, the user's arm (its lead; no preview for the holdout).
+-- p_experiments false (no experiment runs) leaves the arm lookup out of the plan.
+CREATE OR REPLACE FUNCTION precall.plan_window(p_now timestamp with time zone, p_lookahead interval, p_max_lead integer, p_experiments boolean)
+ RETURNS TABLE(call_id uuid, user_id uuid, scheduled_at timestamp with time zone, send_at timestamp with time zone, type text, experiment_id bigint, experiment text, arm text, no_preview boolean, assigned boolean)
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT c.id, c.user_id, c.scheduled_at,
+           greatest(c.scheduled_at - make_interval(mins => coalesce(x.lead_min, u.notification_lead_min)), p_now),
+           precall.guess_preview_type(u), x.experiment_id, x.experiment, x.arm, coalesce(x.no_preview, false),
+           coalesce(x.assigned, false)
+    FROM scheduled_calls c
+    JOIN users u ON u.id = c.user_id
+    LEFT JOIN LATERAL precall.experiment_arm_of(u.id, u.locale::text, u.platform::text, u.notification_pref::text,
+                                                p_now) x ON p_experiments
+    WHERE c.status = 'pending'
+      AND c.scheduled_at > p_now
+      AND c.scheduled_at <= p_now + p_lookahead + make_interval(mins => p_max_lead)
+      AND c.scheduled_at - make_interval(mins => coalesce(x.lead_min, u.notification_lead_min)) <= p_now + p_lookahead
+$function$;
+
+CREATE OR REPLACE FUNCTION precall.plan_by_id(p_now timestamp with time zone, p_lookahead interval, p_call_ids uuid[], p_experiments boolean)
+ RETURNS TABLE(call_id uuid, user_id uuid, scheduled_at timestamp with time zone, send_at timestamp with time zone, type text, experiment_id bigint, experiment text, arm text, no_preview boolean, assigned boolean)
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT c.id, c.user_id, c.scheduled_at,
+           greatest(c.scheduled_at - make_interval(mins => coalesce(x.lead_min, u.notification_lead_min)), p_now),
+           precall.guess_preview_type(u), x.experiment_id, x.experiment, x.arm, coalesce(x.no_preview, false),
+           coalesce(x.assigned, false)
+    FROM scheduled_calls c
+    JOIN users u ON u.id = c.user_id
+    LEFT JOIN LATERAL precall.experiment_arm_of(u.id, u.locale::text, u.platform::text, u.notification_pref::text,
+                                                p_now) x ON p_experiments
+    WHERE c.id = ANY (p_call_ids)
+      AND c.status = 'pending'
+      AND c.scheduled_at - make_interval(mins => coalesce(x.lead_min, u.notification_lead_min)) <= p_now + p_lookahead
+$function$;
+
+-- The given calls (new or changed rows, from the triggers), past ones included (planning reads
+-- precall.plan_by_id now; kept for DBAs' queries and the previous release).
 CREATE OR REPLACE FUNCTION precall.calls_by_id_in_window(p_now timestamp with time zone, p_lookahead interval, p_call_ids uuid[])
  RETURNS TABLE(call_id uuid, user_id uuid, scheduled_at timestamp with time zone, send_at timestamp with time zone, type text)
  LANGUAGE sql

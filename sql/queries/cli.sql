@@ -132,3 +132,30 @@ WHERE c.status = 'pending' AND NOT EXISTS (SELECT 1 FROM notification_logs n WHE
 SELECT count(*) FROM notification_logs WHERE status IN ('queued', 'sending')
     OR (SELECT count(*) FROM scheduled_calls c WHERE c.status = 'pending' AND c.scheduled_at > now()
         AND NOT EXISTS (SELECT 1 FROM notification_logs n WHERE n.call_id = c.id)) > 0
+
+-- create_experiment --
+SELECT precall.create_experiment(%(name)s::text, %(arms)s::jsonb, %(holdout)s::numeric, %(population)s::jsonb,
+                                 coalesce(%(starts_at)s::timestamptz, now()), %(ends_at)s::timestamptz, %(allocation)s::text)
+
+-- stop_experiment --
+SELECT precall.stop_experiment(%(name)s)
+
+-- experiments --
+SELECT e.name, CASE WHEN e.stopped_at IS NOT NULL THEN 'stopped' WHEN e.starts_at > now() THEN 'scheduled'
+                    WHEN e.ends_at <= now() THEN 'ended' ELSE 'running' END AS status,
+       e.population, e.holdout, e.allocation, e.starts_at, e.ends_at, e.stopped_at,
+       (SELECT string_agg(a.name || ' ' || round(a.share * 100, 1) || '%%'
+                          || coalesce(' lead ' || a.lead_min || ' min', '') || CASE WHEN a.no_preview AND a.position > 0
+                                                                                     THEN ' no preview' ELSE '' END,
+                          ', ' ORDER BY a.position)
+        FROM precall.experiment_arms a WHERE a.experiment_id = e.id) AS arms,
+       (SELECT count(*) FROM precall.experiment_assignments s WHERE s.experiment_id = e.id) AS users
+FROM precall.experiments e ORDER BY e.created_at DESC
+
+-- experiment_report --
+SELECT r.*, a.share, a.lead_min, a.no_preview, e.allocation, e.created_at, e.starts_at, e.ends_at, e.stopped_at
+FROM precall.experiment_report r
+JOIN precall.experiments e ON e.name = r.experiment
+JOIN precall.experiment_arms a ON a.experiment_id = e.id AND a.name = r.arm
+WHERE r.experiment = %(name)s
+ORDER BY r.position

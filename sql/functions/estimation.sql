@@ -160,3 +160,16 @@ AS $function$
                 ELSE least(1.0, sum(exp(t.lp)) FILTER (WHERE t.lp <= o.lp + ln(1 + 1e-7))) END
     FROM tables t, (SELECT lp FROM tables WHERE a = p_x1) o
 $function$;
+
+-- The report's p-value for two proportions: the pooled z-test, or Fisher's exact test when any
+-- expected cell of the 2×2 table is below 10 (the z-test's normal approximation is poor there).
+CREATE OR REPLACE FUNCTION precall.proportions_p(p_x1 bigint, p_n1 bigint, p_x2 bigint, p_n2 bigint)
+ RETURNS double precision
+ LANGUAGE sql
+ IMMUTABLE
+AS $function$
+    SELECT CASE WHEN coalesce(p_n1, 0) = 0 OR coalesce(p_n2, 0) = 0 THEN NULL
+                WHEN least(p_n1, p_n2) * least(k, n - k) / n < 10 THEN precall.fisher_exact_p(p_x1, p_n1, p_x2, p_n2)
+                ELSE precall.two_proportion_p(p_x1, p_n1, p_x2, p_n2) END
+    FROM (SELECT (p_x1 + p_x2)::float8 AS k, (p_n1 + p_n2)::float8 AS n) m
+$function$;
