@@ -106,6 +106,11 @@ def _queue(conn: psycopg.Connection) -> list[Finding]:
     if expired:
         out.append(Finding("calls", "warn", f"{expired} call(s) in the last 24 h expired unhanded (no dispatcher "
                            f"within precall.settings.call_grace of their time), the last due {last:%Y-%m-%d %H:%M:%S}Z"))
+    for arm in store.experiment_guardrail(conn):
+        out.append(Finding("experiments", "warn", f"{arm['experiment']}: arm {arm['arm']} answers "
+                           f"{arm['answer_rate'] * 100:.1f}% against the control's {arm['control_rate'] * 100:.1f}% "
+                           f"({arm['vs_control_diff'] * 100:+.1f} points, p = {arm['vs_control_p']:.2g}, "
+                           f"{arm['calls']} calls): consider precall experiments stop {arm['experiment']}"))
     failed, last = store.failed_call_events(conn)
     if failed:
         out.append(Finding("calls", "warn", f"{failed} call event(s) in the last 24 h did not reach the call webhook "

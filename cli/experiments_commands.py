@@ -17,6 +17,7 @@ from precall.cli import store
 from precall.cli.output import JSON_HELP, emit, to_json
 from precall.config import database_url
 from precall.errors import PrecallError
+from precall.templates.catalog import Catalog
 
 app = typer.Typer(no_args_is_help=True, help="Experiments: which lead, channel and words raise the answer rate.")
 
@@ -80,20 +81,29 @@ def _when(text: Optional[str], flag: str) -> Optional[datetime]:
 @app.command("create")
 def create_cmd(
     name: str = typer.Argument(..., help="A lower-case name (letters, digits, _ . -)."),
-    arm: list[str] = typer.Option(..., "--arm", help="NAME[:key=value,…] (share, lead_min, none); the first is the control."),
+    arm: list[str] = typer.Option(..., "--arm", help="NAME[:key=value,…] (share, lead_min, channel, variant, none); "
+                                  "the first is the control."),
     holdout: float = typer.Option(0.0, help="The share of users who get no preview (arm 'holdout')."),
     population: list[str] = typer.Option([], help="locale=…, platform=…, notification_pref=… (repeat)."),
     start: Optional[str] = typer.Option(None, help="ISO-8601; default now."),
     end: Optional[str] = typer.Option(None, help="ISO-8601; default open-ended (stop it with `precall experiments stop`)."),
-    allocation: str = typer.Option("fixed", help="fixed (thompson is not available yet)."),
+    allocation: str = typer.Option("fixed", help="fixed, or thompson: the arms' shares (holdout fixed) re-weighted "
+                                   "once a day by Thompson sampling on answered calls, each arm keeping 5%."),
 ) -> None:
     """Create an experiment. Assignment is per user, sticky and reproducible.
 
     Example: precall experiments create lead-test --arm control --arm lead10:lead_min=10 --holdout 0.1
     """
-    if allocation != "fixed":
-        raise PrecallError("--allocation thompson is not available yet: use fixed")
+    if allocation not in ("fixed", "thompson"):
+        raise PrecallError(f"--allocation {allocation!r}: use fixed or thompson")
     arms = [parse_arm(a) for a in arm]
+    catalog = Catalog()
+    for a in arms:
+        if "variant" in a:
+            missing = [loc for loc in catalog.locales if a["variant"] not in catalog.variants(loc)]
+            if missing:
+                raise PrecallError(f"arm {a['name']}: variant {a['variant']!r} is missing in {', '.join(missing)} "
+                                   f"(templates/<locale>/variants/{a['variant']}/)")
     with psycopg.connect(database_url(), autocommit=True) as conn:
         store.create_experiment(conn, name, arms, holdout, parse_population(population), _when(start, "--start"),
                                 _when(end, "--end"), allocation)
@@ -170,7 +180,7 @@ def verdict(arms: list[dict[str, Any]]) -> str:
     return f"not yet conclusive: about {min(needed)} more calls per arm for 80% power at this effect"
 
 
-def report_data(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def report_data(rows: list[dict[str, Any]], allocations: list[dict[str, Any]]) -> dict[str, Any]:
     arms = []
     for r in rows:
         def cmp(prefix: str) -> dict[str, Any] | None:
@@ -179,6 +189,7 @@ def report_data(rows: list[dict[str, Any]]) -> dict[str, Any]:
             return {"diff": r[f"{prefix}_diff"], "ci95": [r[f"{prefix}_lo"], r[f"{prefix}_hi"]], "p": r[f"{prefix}_p"]}
         arms.append({
             "arm": r["arm"], "position": r["position"], "share": r["share"], "lead_min": r["lead_min"],
+            "channel": r["channel"], "variant": r["variant"],
             "users": r["users"], "calls": r["calls"], "answered": r["answered"], "answer_rate": r["answer_rate"],
             "ci95": [r["ci_lo"], r["ci_hi"]] if r["ci_lo"] is not None else None,
             "vs_holdout": cmp("vs_holdout") if r["arm"] != "holdout" else None,
@@ -187,8 +198,8 @@ def report_data(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "late_receipts": r["late_receipts"],
         })
     first = rows[0]
-    return {"experiment": first["experiment"], "arms": arms,
-            "allocations": [{"at": first["starts_at"], "shares": {a["arm"]: a["share"] for a in arms}}],
+    return {"experiment": first["experiment"], "allocation": first["allocation"], "arms": arms,
+            "allocations": [{"at": al["at"], "shares": al["shares"], "p_best": al["p_best"]} for al in allocations],
             "verdict": verdict(arms)}
 
 
@@ -203,9 +214,10 @@ def report_cmd(name: str = typer.Argument(...), as_json: bool = typer.Option(Fal
     """
     with psycopg.connect(database_url(), autocommit=True) as conn:
         rows = store.experiment_report(conn, name)
+        allocations = store.experiment_allocations(conn, name)
     if not rows:
         raise PrecallError(f"no experiment named {name!r}")
-    data = report_data(rows)
+    data = report_data(rows, allocations)
     if as_json:
         typer.echo(to_json(data))
         return
@@ -223,4 +235,8 @@ def report_cmd(name: str = typer.Argument(...), as_json: bool = typer.Option(Fal
               "95% CI": "-" if a["ci95"] is None else f"{pct(a['ci95'][0])}–{pct(a['ci95'][1])}",
               "vs holdout": diff(a["vs_holdout"]), "vs control": diff(a["vs_control"])} for a in data["arms"]]
     emit(table, list(table[0]), False)
+    if len(allocations) > 1:
+        typer.echo("allocations: " + "; ".join(
+            f"{al['at']:%Y-%m-%d} " + ", ".join(f"{k} {float(v) * 100:.1f}%" for k, v in al["shares"].items())
+            for al in allocations))
     typer.echo(data["verdict"])

@@ -102,6 +102,10 @@ def check_cmd() -> None:
     renderer = Renderer(catalog)
     problems: list[str] = []
     count = hinted = replies = 0
+    variants = sorted({v for loc in catalog.locales for v in catalog.variants(loc)})
+    for name in variants:  # an experiment arm names a variant for every user, whatever the locale
+        problems += [f"{loc}: variant {name} is missing (templates/{loc}/variants/{name}/)"
+                     for loc in catalog.locales if name not in catalog.variants(loc)]
     for locale in catalog.locales:
         missing = [k for k in TEMPLATE_KEYS if not catalog.has(locale, k)]
         problems += [f"{locale}: missing template {k}" for k in missing]
@@ -125,18 +129,19 @@ def check_cmd() -> None:
                 for kind, name in WORST_NAMES.items():
                     for lead in (1, 5, 60):
                         for snooze in SNOOZES:
-                            r = renderer.render(MessageInput(name, streak, topic, locale, lead, snooze))
-                            count += 1
-                            hinted += r.sms.step.endswith("+hint")
-                            if r.sms.segments != 1:
-                                problems.append(f"{locale}/{topic}/day {streak}/{kind} name/{lead} min/snooze "
-                                                f"{snooze}: SMS is {r.sms.segments} segments ({r.sms.encoding}, "
-                                                f"{r.sms.units} units)")
+                            for variant in (None, *catalog.variants(locale)):
+                                r = renderer.render(MessageInput(name, streak, topic, locale, lead, snooze, variant))
+                                count += 1
+                                hinted += r.sms.step.endswith("+hint")
+                                if r.sms.segments != 1:
+                                    problems.append(f"{locale}/{variant or 'default'}/{topic}/day {streak}/{kind} name/"
+                                                    f"{lead} min/snooze {snooze}: SMS is {r.sms.segments} segments "
+                                                    f"({r.sms.encoding}, {r.sms.units} units)")
                         if not r.push.title or not r.push.body:
                             problems.append(f"{locale}/{topic}/day {streak}: empty push text")
     for p in problems:
         typer.echo(p, err=True)
     if problems:
         raise typer.Exit(1)
-    typer.echo(f"templates ok: {len(catalog.locales)} locales, {count} renderings ({hinted} with the reply "
-               f"hint), {replies} reply answers, every SMS one segment")
+    typer.echo(f"templates ok: {len(catalog.locales)} locales, {len(variants)} variant(s), {count} renderings "
+               f"({hinted} with the reply hint), {replies} reply answers, every SMS one segment")

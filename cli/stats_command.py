@@ -16,7 +16,7 @@ from precall.config import database_url
 from precall.errors import PrecallError
 
 UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-GROUPS = ("channel", "locale", "platform", "day", "action")
+GROUPS = ("channel", "locale", "platform", "day", "action", "experiment")
 
 
 def parse_since(text: str, now: datetime) -> datetime:
@@ -52,7 +52,7 @@ def _target(kpi: str, target: Optional[Decimal]) -> str:
 
 def stats_cmd(
     since: str = typer.Option("7d", help="Window start: 7d, 12h, 30m, 2w or a date."),
-    by: Optional[str] = typer.Option(None, help="Group by channel, locale, platform, day or action (the applied action on the call: none, call_now, snooze, skip)."),
+    by: Optional[str] = typer.Option(None, help="Group by channel, locale, platform, day, action (the applied action on the call: none, call_now, snooze, skip) or experiment (name/arm; the holdout is counted only here)."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """The KPIs (answer, open, delivery and fallback rates, lateness, receipts, SMS spend) against their targets.

@@ -249,3 +249,13 @@ def experiments(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
 
 def experiment_report(conn: psycopg.Connection[Any], name: str) -> list[dict[str, Any]]:
     return conn.cursor(row_factory=dict_row).execute(sql.query("experiment_report"), {"name": name}).fetchall()
+
+
+def experiment_guardrail(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
+    """Arms significantly worse than their control (p < 0.01, ≥ 200 calls each)."""
+    return conn.cursor(row_factory=dict_row).execute(sql.query("experiment_guardrail")).fetchall()
+
+
+def experiment_allocations(conn: psycopg.Connection[Any], name: str) -> list[dict[str, Any]]:
+    """The shares at creation and after each Thompson re-weighting, oldest first."""
+    return conn.cursor(row_factory=dict_row).execute(sql.query("experiment_allocations"), {"name": name}).fetchall()

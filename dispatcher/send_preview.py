@@ -33,6 +33,7 @@ log = logging.getLogger("precall.dispatcher")
 MIN_SMS_SECONDS = 5.0
 DEFAULT_FALLBACK_WAIT_S = 30.0  # precall.settings.fallback_wait's default, until the first read
 ACTIONS = "call_now,snooze,skip"
+ARM_PREFS = {"push": "push_only", "sms": "sms_only", "push_and_sms": "push_and_sms"}
 ACTION_CATEGORY = "PRECALL_CALL"
 
 
@@ -64,6 +65,10 @@ class ClaimedPreview:
     sms_opted_out: bool
     # Filled in after the claim (push_targets.attach): the devices the push goes to.
     devices: tuple[PushTarget, ...] = ()
+    # Filled in after the claim (experiment_arms.attach) for a preview planned under an experiment
+    # arm that sets a channel or a copy variant.
+    arm_channel: str | None = None
+    variant: str | None = None
 
     @property
     def reach(self) -> Reachability:
@@ -140,6 +145,7 @@ class PreviewSender:
         self._sms = sms
         self._renderer = renderer
         self._config = config
+        self._arm_notes: dict[uuid.UUID, str] = {}  # previews whose arm's channel could not be used
         self._worker = worker
         # precall.settings, re-read by follow_policy(); the deprecated PRECALL_FALLBACK_WAIT_S
         # wins over its fallback_wait when set.
@@ -231,10 +237,36 @@ class PreviewSender:
                 await self._unsent(row.id, "failed", f"internal_error: {type(exc).__name__}: {exc}"[:500])
             except Exception:  # noqa: BLE001 - the lease expiry recovers it
                 log.exception("could not record the failure", extra=row.ids())
+        finally:
+            self._arm_notes.pop(row.id, None)
 
     def _render(self, row: ClaimedPreview, minutes: int) -> RenderedPreview:
-        return self._renderer.render(MessageInput(row.coach_name, row.current_streak or 0, row.topic, row.locale, minutes,
-                                                  snooze_minutes=self.policy.snooze_minutes), row.ids())
+        rendered = self._renderer.render(MessageInput(row.coach_name, row.current_streak or 0, row.topic, row.locale,
+                                                      minutes, snooze_minutes=self.policy.snooze_minutes,
+                                                      variant=row.variant), row.ids())
+        if row.id in self._arm_notes:
+            rendered.resolved.notes.append(self._arm_notes[row.id])
+        return rendered
+
+    async def _arm_reach(self, row: ClaimedPreview) -> Reachability:
+        """The user's reachability with an experiment arm's channel as their preference, when the
+        arm's channel can be used: it never overrides an SMS opt-out, a missing number or device,
+        a switched-off channel or a reached SMS budget (then the user keeps their own rule, and
+        the row's reason says so, so the report can count it per arm)."""
+        reach = row.reach
+        if not row.arm_channel:
+            return reach
+        usable_sms = bool(reach.phone and valid_phone(reach.phone)) and self.policy.sms_enabled
+        if usable_sms and reach.phone and self.policy.sms_budget_set:
+            cost = estimate(reach.phone, 1, self._config.sms_prices)
+            usable_sms = not (cost and await self._outcomes.sms_budget_reached(cost[1]))
+        usable_push = reach.can_push and self.policy.push_enabled
+        if usable_sms if row.arm_channel == "sms" else usable_push:
+            return dataclasses.replace(reach, notification_pref=ARM_PREFS[row.arm_channel])
+        self._arm_notes[row.id] = (f"arm_channel_not_used: the arm's {row.arm_channel} is not usable for this "
+                                   "user (opt-out, no number or device, channel switched off, or SMS budget); "
+                                   "their own rule applies")
+        return reach
 
     async def _channel_off(self, row: ClaimedPreview, nid: uuid.UUID, channel: str, type_: str) -> bool:
         """precall.settings.push_enabled / sms_enabled: a preview on a switched-off channel is
@@ -250,6 +282,9 @@ class PreviewSender:
         if row.type == "fallback_sms":
             await self._send_sms(row, row.id, "fallback_sms")
             return
+        reach = await self._arm_reach(row)
+        if reach is not row.reach:
+            row = dataclasses.replace(row, notification_pref=reach.notification_pref)
         path = select_notification_path(row.reach)
         if path is None:
             log.warning("No notification channel for user %s", row.user_id, extra=row.ids())

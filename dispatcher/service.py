@@ -26,7 +26,7 @@ from precall.dispatcher.metrics import Metrics
 from precall.dispatcher.providers import factory
 from precall.dispatcher.providers.base import PushSender, SmsSender
 from precall.templates.render import Renderer
-from precall.dispatcher import push_targets
+from precall.dispatcher import experiment_arms, push_targets
 from precall.dispatcher.send_preview import ClaimedPreview, PreviewSender
 from precall.dispatcher.systemd import SystemdNotifier
 
@@ -202,6 +202,8 @@ class Dispatcher:
             rows = await cur.fetchall()
             if row_type is ClaimedPreview and rows:
                 rows = await push_targets.attach(conn, rows)
+                if self._sender is not None and self._sender.policy.arm_overrides:
+                    rows = await experiment_arms.attach(conn, rows)
         started = 0
         for item in rows:
             if isinstance(item, CallEvent):

@@ -138,6 +138,7 @@ class SendPolicy:
     sms_enabled: bool = True
     sms_budget_set: bool = False
     snooze_minutes: int = 10  # what the SMS hint and the push's snooze button say
+    arm_overrides: bool = False  # a running experiment arm sets a channel or a variant
 
 
 class OutcomeStore(Protocol):
@@ -205,8 +206,8 @@ class DatabaseOutcomes:
         rows = await self._exec("schedule_policy", {})
         if not rows:
             return None
-        wait, push_on, sms_on, budget_set, snooze = rows[0]
-        return SendPolicy(float(wait), bool(push_on), bool(sms_on), bool(budget_set), int(snooze))
+        wait, push_on, sms_on, budget_set, snooze, arm_overrides = rows[0]
+        return SendPolicy(float(wait), bool(push_on), bool(sms_on), bool(budget_set), int(snooze), bool(arm_overrides))
 
     async def sms_budget_reached(self, currency: str) -> bool:
         rows = await self._exec("sms_budget_reached", {"currency": currency})

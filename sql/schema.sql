@@ -702,6 +702,11 @@ BEGIN
     IF jsonb_typeof(p_arms) IS DISTINCT FROM 'array' OR jsonb_array_length(p_arms) = 0 THEN
         RAISE EXCEPTION 'give at least one arm (the first is the control)' USING ERRCODE = 'PC010';
     END IF;
+    IF p_allocation IS NULL OR p_allocation NOT IN ('fixed', 'thompson') THEN
+        RAISE EXCEPTION 'allocation % is not fixed or thompson', quote_nullable(p_allocation) USING ERRCODE = 'PC010';
+    ELSIF p_allocation = 'thompson' AND jsonb_array_length(p_arms) < 2 THEN
+        RAISE EXCEPTION 'thompson allocation needs at least two arms to weigh' USING ERRCODE = 'PC010';
+    END IF;
     IF p_holdout IS NULL OR p_holdout < 0 OR p_holdout >= 1 THEN
         RAISE EXCEPTION 'the holdout share must be in [0, 1), not %', p_holdout USING ERRCODE = 'PC010';
     END IF;
@@ -727,9 +732,14 @@ BEGIN
                OR (v_arm ->> 'lead_min')::integer NOT BETWEEN 1 AND least(60, v_max_lead)) THEN
             RAISE EXCEPTION 'arm %: lead_min % is outside 1..%', v_arm ->> 'name', v_arm ->> 'lead_min', least(60, v_max_lead)
                 USING ERRCODE = 'PC010';
-        ELSIF v_arm ? 'channel' OR v_arm ? 'variant' THEN
-            -- The dispatcher does not apply them yet: refused rather than silently ignored.
-            RAISE EXCEPTION 'arm %: channel and variant arms are not supported yet (lead_min and none are)', v_arm ->> 'name'
+        ELSIF v_arm ? 'channel' AND (v_arm ->> 'channel') IS DISTINCT FROM 'push' AND (v_arm ->> 'channel') IS DISTINCT FROM 'sms'
+              AND (v_arm ->> 'channel') IS DISTINCT FROM 'push_and_sms' THEN
+            RAISE EXCEPTION 'arm %: channel % is not push, sms or push_and_sms', v_arm ->> 'name', v_arm ->> 'channel'
+                USING ERRCODE = 'PC010';
+        ELSIF v_arm ? 'variant' AND coalesce(v_arm ->> 'variant', '') !~ '^[a-z0-9][a-z0-9_-]{0,62}$' THEN
+            -- Whether every locale has it is checked by `precall experiments create` (the templates
+            -- are files the database cannot see).
+            RAISE EXCEPTION 'arm %: variant % is not a lower-case name', v_arm ->> 'name', v_arm ->> 'variant'
                 USING ERRCODE = 'PC010';
         ELSIF (v_arm ->> 'share') IS NOT NULL AND ((v_arm ->> 'share') !~ '^(0(\.[0-9]+)?|1(\.0+)?|\.[0-9]+)$'
                OR (v_arm ->> 'share')::numeric <= 0) THEN
@@ -776,10 +786,12 @@ BEGIN
         ELSE
             v_share := (v_arm ->> 'share')::numeric;
         END IF;
-        INSERT INTO precall.experiment_arms (experiment_id, name, position, share, lead_min, no_preview)
-        VALUES (v_id, v_arm ->> 'name', v_pos, v_share,
-                (v_arm ->> 'lead_min')::integer, coalesce((v_arm ->> 'none')::boolean, false));
+        INSERT INTO precall.experiment_arms (experiment_id, name, position, share, lead_min, channel, variant, no_preview)
+        VALUES (v_id, v_arm ->> 'name', v_pos, v_share, (v_arm ->> 'lead_min')::integer, v_arm ->> 'channel',
+                v_arm ->> 'variant', coalesce((v_arm ->> 'none')::boolean, false));
     END LOOP;
+    INSERT INTO precall.experiment_allocations (experiment_id, shares)
+    SELECT v_id, jsonb_object_agg(a.name, a.share) FROM precall.experiment_arms a WHERE a.experiment_id = v_id;
     RETURN v_id;
 EXCEPTION WHEN unique_violation THEN
     RAISE EXCEPTION 'an experiment named % exists already', p_name USING ERRCODE = 'PC010';
@@ -1072,8 +1084,8 @@ CREATE FUNCTION precall.kpis(p_since timestamp with time zone, p_by text DEFAULT
     LANGUAGE plpgsql STABLE
     AS $$
 BEGIN
-    IF p_by NOT IN ('all', 'channel', 'locale', 'platform', 'day', 'action') THEN
-        RAISE EXCEPTION 'cannot group by %: use channel, locale, platform, day or action', p_by USING ERRCODE = '22023';
+    IF p_by NOT IN ('all', 'channel', 'locale', 'platform', 'day', 'action', 'experiment') THEN
+        RAISE EXCEPTION 'cannot group by %: use channel, locale, platform, day, action or experiment', p_by USING ERRCODE = '22023';
     END IF;
     RETURN QUERY
     WITH n AS (
@@ -1081,16 +1093,19 @@ BEGIN
                     WHEN 'locale' THEN f.locale::text WHEN 'platform' THEN f.platform::text
                     WHEN 'action' THEN coalesce((SELECT a.action FROM precall.call_actions a
                                                  WHERE a.call_id = f.call_id AND a.outcome = 'applied'), 'none')
+                    WHEN 'experiment' THEN coalesce((SELECT e.name || '/' || f.arm FROM precall.experiments e
+                                                     WHERE e.id = f.experiment_id), 'none')
                     ELSE f.day::text END AS g,
                EXISTS (SELECT 1 FROM precall.call_actions a WHERE a.notification_id = f.id) AS acted
         FROM precall.notification_facts f WHERE f.created_at >= p_since
     ), c AS (
         SELECT f.*, CASE p_by WHEN 'all' THEN 'all' WHEN 'channel' THEN f.channel
                     WHEN 'locale' THEN f.locale::text WHEN 'platform' THEN f.platform::text
-                    WHEN 'action' THEN f.action ELSE f.day::text END AS g
-        FROM precall.call_facts f WHERE f.scheduled_at >= p_since
+                    WHEN 'action' THEN f.action WHEN 'experiment' THEN f.experiment ELSE f.day::text END AS g
+        FROM precall.call_facts f
+        WHERE f.scheduled_at >= p_since AND (NOT f.held_out OR p_by = 'experiment')
     ), j AS (
-        SELECT CASE p_by WHEN 'all' THEN 'all' WHEN 'channel' THEN 'none' WHEN 'action' THEN 'none'
+        SELECT CASE p_by WHEN 'all' THEN 'all' WHEN 'channel' THEN 'none' WHEN 'action' THEN 'none' WHEN 'experiment' THEN 'none'
                     WHEN 'locale' THEN u.locale::text WHEN 'platform' THEN coalesce(u.platform::text, 'none')
                     ELSE (cj.due_at AT TIME ZONE 'UTC')::date::text END AS g,
                cj.status
@@ -1420,6 +1435,7 @@ $_$;
 CREATE FUNCTION precall.plan_due_previews(p_now timestamp with time zone DEFAULT clock_timestamp()) RETURNS integer
     LANGUAGE sql
     AS $$
+    SELECT precall.reallocate_due_experiments(p_now);
     SELECT precall.plan_calls(NULL, p_now)
 $$;
 
@@ -1572,6 +1588,130 @@ BEGIN
     ) d
     WHERE n.id = ANY (p_ids)
     ORDER BY n.id, d.id;
+END
+$$;
+
+
+--
+-- Name: random_gamma(double precision); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.random_gamma(p_shape double precision) RETURNS double precision
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_d double precision := p_shape - 1.0 / 3;
+    v_c double precision := 1 / sqrt(9 * (p_shape - 1.0 / 3));
+    v_x double precision;
+    v_v double precision;
+BEGIN
+    LOOP
+        LOOP
+            v_x := sqrt(-2 * ln(1 - random())) * cos(2 * pi() * random());
+            v_v := 1 + v_c * v_x;
+            EXIT WHEN v_v > 0;
+        END LOOP;
+        v_v := v_v * v_v * v_v;
+        IF ln(1 - random()) < 0.5 * v_x * v_x + v_d - v_d * v_v + v_d * ln(v_v) THEN
+            RETURN v_d * v_v;
+        END IF;
+    END LOOP;
+END
+$$;
+
+
+--
+-- Name: reallocate_due_experiments(timestamp with time zone); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.reallocate_due_experiments(p_now timestamp with time zone DEFAULT clock_timestamp()) RETURNS integer
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_id bigint;
+    v_count integer := 0;
+BEGIN
+    FOR v_id IN
+        SELECT e.id FROM precall.running_experiments(p_now) e
+        WHERE e.allocation = 'thompson'
+          AND coalesce((SELECT max(al.at) FROM precall.experiment_allocations al WHERE al.experiment_id = e.id),
+                       e.starts_at) <= p_now - interval '1 day'
+    LOOP
+        PERFORM precall.reallocate_experiment(v_id);
+        v_count := v_count + 1;
+    END LOOP;
+    RETURN v_count;
+END
+$$;
+
+
+--
+-- Name: reallocate_experiment(bigint, integer); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.reallocate_experiment(p_experiment bigint, p_draws integer DEFAULT 10000) RETURNS jsonb
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_e precall.experiments;
+    v_names text[];
+    v_a double precision[];
+    v_b double precision[];
+    v_wins integer[];
+    v_k integer;
+    v_best integer;
+    v_top double precision;
+    v_draw double precision;
+    v_g double precision;
+    v_floor numeric;
+    v_avail numeric;
+    v_left numeric;
+    v_share numeric;
+    v_shares jsonb := '{}';
+    v_p jsonb := '{}';
+BEGIN
+    SELECT * INTO v_e FROM precall.experiments WHERE id = p_experiment FOR UPDATE;
+    SELECT array_agg(a.name ORDER BY a.position),
+           array_agg(coalesce(o.answered, 0) + 1.0 ORDER BY a.position),
+           array_agg(coalesce(o.reached - o.answered, 0) + 1.0 ORDER BY a.position)
+    INTO v_names, v_a, v_b
+    FROM precall.experiment_arms a
+    LEFT JOIN (SELECT ec.arm, count(*) FILTER (WHERE ec.reached AND ec.answered) AS answered,
+                      count(*) FILTER (WHERE ec.reached) AS reached
+               FROM precall.experiment_calls ec WHERE ec.experiment_id = p_experiment GROUP BY ec.arm) o ON o.arm = a.name
+    WHERE a.experiment_id = p_experiment AND a.name <> 'holdout';
+    v_k := cardinality(v_names);
+    v_wins := array_fill(0, ARRAY[v_k]);
+    PERFORM setseed((hashtextextended(v_e.salt || ':' || (now() AT TIME ZONE 'UTC')::date, 0) % 1000000) / 1000000.0);
+    FOR d IN 1..p_draws LOOP
+        v_top := -1;
+        FOR i IN 1..v_k LOOP
+            v_g := precall.random_gamma(v_a[i]);
+            v_draw := v_g / (v_g + precall.random_gamma(v_b[i]));
+            IF v_draw > v_top THEN
+                v_top := v_draw;
+                v_best := i;
+            END IF;
+        END LOOP;
+        v_wins[v_best] := v_wins[v_best] + 1;
+    END LOOP;
+    v_avail := 1 - v_e.holdout;
+    v_floor := least(v_e.floor_share, v_avail / v_k);
+    v_left := v_avail;
+    FOR i IN 1..v_k LOOP
+        v_share := CASE WHEN i = v_k THEN v_left
+                        ELSE round(v_floor + (v_avail - v_k * v_floor) * v_wins[i] / p_draws, 5) END;
+        v_share := greatest(v_share, 0.00001);
+        v_left := v_left - v_share;
+        UPDATE precall.experiment_arms SET share = v_share WHERE experiment_id = p_experiment AND name = v_names[i];
+        v_shares := v_shares || jsonb_build_object(v_names[i], v_share);
+        v_p := v_p || jsonb_build_object(v_names[i], round(v_wins[i]::numeric / p_draws, 4));
+    END LOOP;
+    IF v_e.holdout > 0 THEN
+        v_shares := v_shares || jsonb_build_object('holdout', v_e.holdout);
+    END IF;
+    INSERT INTO precall.experiment_allocations (experiment_id, shares, p_best) VALUES (p_experiment, v_shares, v_p);
+    RETURN v_shares;
 END
 $$;
 
@@ -2712,14 +2852,22 @@ CREATE VIEW precall.call_facts AS
          LIMIT 1), 'none'::character varying) AS channel,
     (((c.status)::text = 'answered'::text) AND (o.answered_by IS DISTINCT FROM 'machine'::text)) AS answered,
     o.answered_by,
-    COALESCE(a.action, 'none'::text) AS action
-   FROM (((public.scheduled_calls c
+    COALESCE(a.action, 'none'::text) AS action,
+    COALESCE(((x.experiment || '/'::text) || x.arm), 'none'::text) AS experiment,
+    COALESCE(x.held_out, false) AS held_out
+   FROM ((((public.scheduled_calls c
      JOIN public.users u ON ((u.id = c.user_id)))
      LEFT JOIN precall.call_outcomes o ON ((o.call_id = c.id)))
      LEFT JOIN precall.call_actions a ON (((a.call_id = c.id) AND (a.outcome = 'applied'::text))))
-  WHERE (((c.status)::text = ANY ((ARRAY['answered'::character varying, 'no_answer'::character varying, 'failed'::character varying])::text[])) AND (NOT (EXISTS ( SELECT 1
-           FROM public.notification_logs h
-          WHERE ((h.call_id = c.id) AND (h.reason_code = 'holdout'::text))))));
+     LEFT JOIN LATERAL ( SELECT e.name AS experiment,
+            n.arm,
+            (n.reason_code = 'holdout'::text) AS held_out
+           FROM (public.notification_logs n
+             JOIN precall.experiments e ON ((e.id = n.experiment_id)))
+          WHERE ((n.call_id = c.id) AND (n.experiment_id IS NOT NULL))
+          ORDER BY n.created_at DESC
+         LIMIT 1) x ON (true))
+  WHERE ((c.status)::text = ANY ((ARRAY['answered'::character varying, 'no_answer'::character varying, 'failed'::character varying])::text[]));
 
 
 --
@@ -2766,6 +2914,33 @@ CREATE TABLE precall.devices (
 
 ALTER TABLE precall.devices ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
     SEQUENCE NAME precall.devices_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+
+--
+-- Name: experiment_allocations; Type: TABLE; Schema: precall; Owner: -
+--
+
+CREATE TABLE precall.experiment_allocations (
+    id bigint NOT NULL,
+    experiment_id bigint NOT NULL,
+    at timestamp with time zone DEFAULT now() NOT NULL,
+    shares jsonb NOT NULL,
+    p_best jsonb
+);
+
+
+--
+-- Name: experiment_allocations_id_seq; Type: SEQUENCE; Schema: precall; Owner: -
+--
+
+ALTER TABLE precall.experiment_allocations ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME precall.experiment_allocations_id_seq
     START WITH 1
     INCREMENT BY 1
     NO MINVALUE
@@ -2967,7 +3142,9 @@ CREATE VIEW precall.notification_facts AS
             WHEN (n.sent_at IS NOT NULL) THEN n.cost_estimate
             ELSE NULL::numeric
         END AS cost,
-    n.cost_currency
+    n.cost_currency,
+    n.experiment_id,
+    n.arm
    FROM (public.notification_logs n
      JOIN public.users u ON ((u.id = n.user_id)));
 
@@ -3137,6 +3314,14 @@ ALTER TABLE ONLY precall.devices
 
 ALTER TABLE ONLY precall.dispatchers
     ADD CONSTRAINT dispatchers_pkey PRIMARY KEY (name);
+
+
+--
+-- Name: experiment_allocations experiment_allocations_pkey; Type: CONSTRAINT; Schema: precall; Owner: -
+--
+
+ALTER TABLE ONLY precall.experiment_allocations
+    ADD CONSTRAINT experiment_allocations_pkey PRIMARY KEY (id);
 
 
 --
@@ -3375,6 +3560,13 @@ CREATE INDEX devices_last_seen_idx ON precall.devices USING btree (last_seen_at)
 --
 
 CREATE INDEX devices_user_idx ON precall.devices USING btree (user_id, last_seen_at DESC);
+
+
+--
+-- Name: experiment_allocations_experiment_idx; Type: INDEX; Schema: precall; Owner: -
+--
+
+CREATE INDEX experiment_allocations_experiment_idx ON precall.experiment_allocations USING btree (experiment_id, at);
 
 
 --
@@ -3636,6 +3828,14 @@ ALTER TABLE ONLY precall.call_jobs
 
 ALTER TABLE ONLY precall.devices
     ADD CONSTRAINT devices_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE CASCADE;
+
+
+--
+-- Name: experiment_allocations experiment_allocations_experiment_id_fkey; Type: FK CONSTRAINT; Schema: precall; Owner: -
+--
+
+ALTER TABLE ONLY precall.experiment_allocations
+    ADD CONSTRAINT experiment_allocations_experiment_id_fkey FOREIGN KEY (experiment_id) REFERENCES precall.experiments(id) ON DELETE CASCADE;
 
 
 --

@@ -73,7 +73,16 @@ class Catalog:
     def has(self, locale: str, key: str) -> bool:
         return self._root.joinpath(locale, f"{key}.j2").is_file()
 
-    def render(self, locale: str, key: str, **values: object) -> str:
+    def variants(self, locale: str) -> list[str]:
+        """The copy variants of a locale: folders under <locale>/variants/ (an experiment's arm
+        names one; each template it lacks falls back to the locale's default)."""
+        folder = self._root.joinpath(locale, "variants")
+        return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+    def render(self, locale: str, key: str, variant: str | None = None, **values: object) -> str:
+        """The variant's template when it has one for this key, else the locale's default."""
+        if variant and self._root.joinpath(locale, "variants", variant, f"{key}.j2").is_file():
+            return self._env.get_template(f"{locale}/variants/{variant}/{key}.j2").render(**values).strip()
         return self._env.get_template(f"{locale}/{key}.j2").render(**values).strip()
 
     @cached_property

@@ -88,6 +88,8 @@ class MessageInput:
     # precall.settings.snooze_minutes: the SMS ends with the reply hint ("Reply 2: +10 min, 3:
     # skip") when it still fits one segment; None: no hint (a display, not a send).
     snooze_minutes: int | None = None
+    # An experiment arm's copy variant (templates/<locale>/variants/<name>/), None: the default texts.
+    variant: str | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,7 @@ class Resolved:
     topic: Phrase
     notes: list[str] = field(default_factory=list)
     snooze_minutes: int | None = None
+    variant: str | None = None
 
 
 @dataclass(frozen=True)
@@ -127,20 +130,24 @@ def resolve(catalog: Catalog, inp: MessageInput, ids: Mapping[str, object] | Non
         log.warning("unknown topic key %r, using a neutral phrase", inp.topic_key, extra=dict(ids or {}))
     streak = max(0, int(inp.streak))
     snooze = max(1, int(inp.snooze_minutes)) if inp.snooze_minutes is not None else None
-    return Resolved(locale, name, streak, max(1, int(inp.minutes)), streak_emoji(streak), topic, notes, snooze)
+    variant = inp.variant
+    if variant is not None and variant not in catalog.variants(locale):
+        notes.append(f"variant {variant!r} missing in {locale} -> default texts")
+        variant = None
+    return Resolved(locale, name, streak, max(1, int(inp.minutes)), streak_emoji(streak), topic, notes, snooze, variant)
 
 
 def push_text(catalog: Catalog, r: Resolved, typography: bool = False) -> PushText:
     if r.streak == 7:
-        body = catalog.render(r.locale, "preview.body.milestone_7")
+        body = catalog.render(r.locale, "preview.body.milestone_7", r.variant)
     elif r.streak == 21:
-        body = catalog.render(r.locale, "preview.body.milestone_21")
+        body = catalog.render(r.locale, "preview.body.milestone_21", r.variant)
     else:
-        body = catalog.render(r.locale, "preview.body.default", streak=r.streak, topic=r.topic.full,
+        body = catalog.render(r.locale, "preview.body.default", r.variant, streak=r.streak, topic=r.topic.full,
                               context=catalog.context_line(r.locale, r.streak))
     # No doubled emoji: the day-21 body already ends on 🏆.
     emoji = "" if r.emoji in body else r.emoji
-    title = catalog.render(r.locale, "preview.title", name=r.name, min=r.minutes, emoji=emoji)
+    title = catalog.render(r.locale, "preview.title", r.variant, name=r.name, min=r.minutes, emoji=emoji)
     if typography and r.locale == "fr":
         title, body = french_typography(title), french_typography(body)
     return PushText(title, body)

@@ -47,7 +47,7 @@ _NAME = "\x00"  # stands in for the coach name, so punctuation swaps never alter
 
 def _candidates(catalog: Catalog, r: Resolved) -> Iterator[tuple[str, str]]:
     def sms(key: str, gsm: bool, **values: object) -> str:
-        text = _tidy(catalog.render(r.locale, key, name=_NAME, min=r.minutes, streak=r.streak, **values))
+        text = _tidy(catalog.render(r.locale, key, r.variant, name=_NAME, min=r.minutes, streak=r.streak, **values))
         if gsm:
             text = gsm7.to_gsm_punctuation(text)
         return text.replace(_NAME, r.name)

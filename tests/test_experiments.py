@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import time
 from datetime import timedelta
 
@@ -151,6 +152,7 @@ def test_the_report_equals_independent_computations(db, conn) -> None:
     assert got["control"]["vs_holdout"]["p"] == pytest.approx(fisher_p(*counts["control"], *counts["holdout"]), abs=1e-9)
     assert report["verdict"].startswith("lead10 beats control by +")
     assert report["allocations"][0]["shares"] == {"holdout": 0.2, "control": 0.4, "lead10": 0.4}
+    assert report["allocation"] == "fixed" and len(report["allocations"]) == 1
     # precall stats leaves the holdout out of call_answer_rate.
     kpi = conn.execute("SELECT numerator, denominator FROM precall.kpis(now() - interval '1 day')"
                        " WHERE kpi = 'call_answer_rate'").fetchone()
@@ -168,7 +170,8 @@ def test_bad_experiments_are_refused_in_one_line_and_nothing_is_written(db, conn
         (["x5", "--arm", "a", "--population", "locale=fr"], "overlaps experiment fr-only"),
         (["x6", "--arm", "a", "--population", "platform=ios"], "overlaps experiment fr-only"),
         (["x7", "--arm", "a", "--population", "colour=red"], "--population"),
-        (["x8", "--arm", "a:variant=warm", "--population", "locale=de"], "not supported yet"),
+        (["x8", "--arm", "a:variant=cold", "--population", "locale=de"], "variant 'cold' is missing in en, fr"),
+        (["x9", "--arm", "a:channel=fax", "--population", "locale=de"], "not push, sms or push_and_sms"),
         (["fr-only", "--arm", "a", "--population", "locale=de"], "exists already"),
     ]:
         out = precall_cli("experiments", "create", *args, env={"DATABASE_URL": db})
@@ -189,3 +192,104 @@ def test_stopping_replans_queued_previews_under_the_users_own_rules(db, conn, ma
                         (call,)).fetchall()
     # The user's own lead is 1 minute: nothing is due yet, so nothing new is queued until then.
     assert rows == [("lead10", "cancelled", "experiment_stopped")]
+
+
+def test_thompson_moves_shares_towards_the_better_arm_and_keeps_every_floor(db, conn) -> None:
+    conn.execute("INSERT INTO users (fcm_token, platform, push_enabled, notification_lead_min)"
+                 " SELECT 'tok-ts-' || g, 'ios', true, 1 FROM generate_series(1, 600) g")
+    create(db, "ts", "--arm", "worse", "--arm", "better", "--arm", "same", "--holdout", "0.1", "--allocation", "thompson")
+    T = conn.execute("SELECT date_trunc('second', now()) + interval '30 minutes'").fetchone()[0]
+    conn.execute("INSERT INTO scheduled_calls (user_id, scheduled_at, topic) SELECT id, %s, 'mood_check' FROM users", (T,))
+    conn.execute("SELECT precall.plan_due_previews(%s)", (T - timedelta(seconds=90),))
+    # Outcomes: 'better' answers 70% of its calls, the others 20%.
+    conn.execute("UPDATE scheduled_calls SET scheduled_at = now() - interval '1 hour'")
+    conn.execute("""
+        UPDATE scheduled_calls c SET status = CASE
+            WHEN (row_number_in_arm % 10) < CASE s.arm WHEN 'better' THEN 7 ELSE 2 END THEN 'answered' ELSE 'no_answer' END
+        FROM (SELECT s.user_id, s.arm, row_number() OVER (PARTITION BY s.arm ORDER BY s.user_id) AS row_number_in_arm
+              FROM precall.experiment_assignments s) s
+        WHERE s.user_id = c.user_id""")
+    before = {a: float(v) for a, v in conn.execute(
+        "SELECT name, share FROM precall.experiment_arms WHERE experiment_id = (SELECT id FROM precall.experiments WHERE name = 'ts')")}
+    assert conn.execute("SELECT precall.reallocate_due_experiments(now())").fetchone() == (0,)  # not a day old yet
+    assert conn.execute("SELECT precall.reallocate_due_experiments(now() + interval '1 day 1 minute')").fetchone() == (1,)
+    after = {a: float(v) for a, v in conn.execute(
+        "SELECT name, share FROM precall.experiment_arms WHERE experiment_id = (SELECT id FROM precall.experiments WHERE name = 'ts')")}
+    assert after["holdout"] == before["holdout"] == 0.1
+    assert after["better"] > before["better"] + 0.3, after
+    assert min(after["worse"], after["same"]) >= 0.05, after
+    assert sum(after.values()) == pytest.approx(1.0, abs=1e-9)
+    report = json.loads(precall_cli("experiments", "report", "ts", "--json", env={"DATABASE_URL": db}).stdout)
+    assert [al["shares"] for al in report["allocations"]] == [
+        {k: pytest.approx(v) for k, v in before.items()}, {k: pytest.approx(v) for k, v in after.items()}]
+    assert report["allocations"][1]["p_best"]["better"] > 0.99
+    # Users keep their arm: only where new users go changes.
+    assert conn.execute("SELECT count(*) FROM precall.experiment_assignments").fetchone() == (600,)
+
+
+def test_doctor_warns_of_an_arm_significantly_below_control_and_stats_show_every_arm(db, conn) -> None:
+    conn.execute("INSERT INTO users (fcm_token, platform, push_enabled, notification_lead_min)"
+                 " SELECT 'tok-g-' || g, 'android', true, 1 FROM generate_series(1, 1200) g")
+    create(db, "guard", "--arm", "control", "--arm", "worse:lead_min=10", "--holdout", "0.1")
+    T = conn.execute("SELECT date_trunc('second', now()) + interval '30 minutes'").fetchone()[0]
+    conn.execute("INSERT INTO scheduled_calls (user_id, scheduled_at, topic) SELECT id, %s, 'mood_check' FROM users", (T,))
+    conn.execute("SELECT precall.plan_due_previews(%s)", (T - timedelta(seconds=90),))
+    conn.execute("UPDATE scheduled_calls SET scheduled_at = now() - interval '1 hour'")
+    conn.execute("""
+        UPDATE scheduled_calls c SET status = CASE
+            WHEN (s.n % 10) < CASE s.arm WHEN 'control' THEN 6 ELSE 3 END THEN 'answered' ELSE 'no_answer' END
+        FROM (SELECT user_id, arm, row_number() OVER (PARTITION BY arm ORDER BY user_id) AS n
+              FROM precall.experiment_assignments) s
+        WHERE s.user_id = c.user_id""")
+    out = precall_cli("doctor", env={"DATABASE_URL": db})
+    line = next((ln for ln in out.stdout.splitlines() if "experiments" in ln and "guard" in ln), None)
+    # The salt is random: the arms' sizes (and so the rates, to a point or so) vary from run to run.
+    assert line is not None and re.match(r"WARN experiments: guard: arm worse answers (29|30)\.\d% against the "
+                                         r"control's (59|60)\.\d%", line), out.stdout
+    assert "precall experiments stop guard" in line
+    by = json.loads(precall_cli("stats", "--since", "1d", "--by", "experiment", "--json", env={"DATABASE_URL": db}).stdout)
+    groups = {k["grp"] for k in by["kpis"] if k["kpi"] == "call_answer_rate"}
+    assert groups == {"guard/holdout", "guard/control", "guard/worse"}
+
+
+def test_channel_and_variant_arms_at_send_time(db, conn, make, fake_fcm, fake_twilio, start_dispatcher) -> None:
+    """An sms arm sends SMS to push users (never to an opted-out number: that user keeps their own
+    rule, and the row says so); a variant arm's pushes carry its texts."""
+    users = [make.user(fcm_token=f"tok-cv-{i}", platform="android", push_enabled=True, notification_lead_min=1,
+                       phone_number=f"+1555555{i:04d}", coach="Max", current_streak=12) for i in range(30)]
+    create(db, "cv", "--arm", "control", "--arm", "texted:channel=sms", "--arm", "warm:variant=warm")
+    salt = conn.execute("SELECT salt FROM precall.experiments WHERE name = 'cv'").fetchone()[0]
+    shares = conn.execute("SELECT a.name, a.share FROM precall.experiment_arms a JOIN precall.experiments e"
+                          " ON e.id = a.experiment_id WHERE e.name = 'cv' ORDER BY a.position").fetchall()
+
+    def arm_of(user: str) -> str:
+        upto = 0.0
+        for name, share in shares:
+            upto += float(share)
+            if point(salt, user) < upto:
+                return name
+        raise AssertionError
+
+    texted = [u for u in users if arm_of(u) == "texted"]
+    opted_out = texted[0]
+    conn.execute("UPDATE users SET sms_opted_out = true WHERE id = %s", (opted_out,))
+    start_dispatcher()
+    conn.execute("INSERT INTO scheduled_calls (user_id, scheduled_at, topic)"
+                 " SELECT unnest(%s::uuid[]), now() + interval '63 seconds', 'fitness_checkin'", (users,))
+    wait_until(lambda: len(fake_fcm.state.accepted()) + len(fake_twilio.state.accepted()) == len(users), timeout=20)
+    time.sleep(1)
+    by_token = {r.message["token"]: r.message for r in fake_fcm.state.accepted()}
+    sms_to = {r.form["To"] for r in fake_twilio.state.accepted()}
+    phones = dict(conn.execute("SELECT id::text, phone_number FROM users").fetchall())
+    tokens = dict(conn.execute("SELECT id::text, fcm_token FROM users").fetchall())
+    for u in users:
+        arm = arm_of(u)
+        if arm == "texted" and u != opted_out:
+            assert phones[u] in sms_to and tokens[u] not in by_token
+        else:
+            assert tokens[u] in by_token and phones[u] not in sms_to
+            title = by_token[tokens[u]]["notification"]["title"]
+            assert title.startswith("Max saved you a spot: your call is in 1 min!" if arm == "warm"
+                                    else "Coach Max is calling in 1 min!"), (arm, title)
+    kept = conn.execute("SELECT channel, reason FROM notification_logs WHERE user_id = %s", (opted_out,)).fetchone()
+    assert kept[0] == "push" and "arm_channel_not_used" in kept[1]

@@ -89,6 +89,11 @@ BEGIN
     IF jsonb_typeof(p_arms) IS DISTINCT FROM 'array' OR jsonb_array_length(p_arms) = 0 THEN
         RAISE EXCEPTION 'give at least one arm (the first is the control)' USING ERRCODE = 'PC010';
     END IF;
+    IF p_allocation IS NULL OR p_allocation NOT IN ('fixed', 'thompson') THEN
+        RAISE EXCEPTION 'allocation % is not fixed or thompson', quote_nullable(p_allocation) USING ERRCODE = 'PC010';
+    ELSIF p_allocation = 'thompson' AND jsonb_array_length(p_arms) < 2 THEN
+        RAISE EXCEPTION 'thompson allocation needs at least two arms to weigh' USING ERRCODE = 'PC010';
+    END IF;
     IF p_holdout IS NULL OR p_holdout < 0 OR p_holdout >= 1 THEN
         RAISE EXCEPTION 'the holdout share must be in [0, 1), not %', p_holdout USING ERRCODE = 'PC010';
     END IF;
@@ -114,9 +119,14 @@ BEGIN
                OR (v_arm ->> 'lead_min')::integer NOT BETWEEN 1 AND least(60, v_max_lead)) THEN
             RAISE EXCEPTION 'arm %: lead_min % is outside 1..%', v_arm ->> 'name', v_arm ->> 'lead_min', least(60, v_max_lead)
                 USING ERRCODE = 'PC010';
-        ELSIF v_arm ? 'channel' OR v_arm ? 'variant' THEN
-            -- The dispatcher does not apply them yet: refused rather than silently ignored.
-            RAISE EXCEPTION 'arm %: channel and variant arms are not supported yet (lead_min and none are)', v_arm ->> 'name'
+        ELSIF v_arm ? 'channel' AND (v_arm ->> 'channel') IS DISTINCT FROM 'push' AND (v_arm ->> 'channel') IS DISTINCT FROM 'sms'
+              AND (v_arm ->> 'channel') IS DISTINCT FROM 'push_and_sms' THEN
+            RAISE EXCEPTION 'arm %: channel % is not push, sms or push_and_sms', v_arm ->> 'name', v_arm ->> 'channel'
+                USING ERRCODE = 'PC010';
+        ELSIF v_arm ? 'variant' AND coalesce(v_arm ->> 'variant', '') !~ '^[a-z0-9][a-z0-9_-]{0,62}$' THEN
+            -- Whether every locale has it is checked by `precall experiments create` (the templates
+            -- are files the database cannot see).
+            RAISE EXCEPTION 'arm %: variant % is not a lower-case name', v_arm ->> 'name', v_arm ->> 'variant'
                 USING ERRCODE = 'PC010';
         ELSIF (v_arm ->> 'share') IS NOT NULL AND ((v_arm ->> 'share') !~ '^(0(\.[0-9]+)?|1(\.0+)?|\.[0-9]+)$'
                OR (v_arm ->> 'share')::numeric <= 0) THEN
@@ -163,10 +173,12 @@ BEGIN
         ELSE
             v_share := (v_arm ->> 'share')::numeric;
         END IF;
-        INSERT INTO precall.experiment_arms (experiment_id, name, position, share, lead_min, no_preview)
-        VALUES (v_id, v_arm ->> 'name', v_pos, v_share,
-                (v_arm ->> 'lead_min')::integer, coalesce((v_arm ->> 'none')::boolean, false));
+        INSERT INTO precall.experiment_arms (experiment_id, name, position, share, lead_min, channel, variant, no_preview)
+        VALUES (v_id, v_arm ->> 'name', v_pos, v_share, (v_arm ->> 'lead_min')::integer, v_arm ->> 'channel',
+                v_arm ->> 'variant', coalesce((v_arm ->> 'none')::boolean, false));
     END LOOP;
+    INSERT INTO precall.experiment_allocations (experiment_id, shares)
+    SELECT v_id, jsonb_object_agg(a.name, a.share) FROM precall.experiment_arms a WHERE a.experiment_id = v_id;
     RETURN v_id;
 EXCEPTION WHEN unique_violation THEN
     RAISE EXCEPTION 'an experiment named % exists already', p_name USING ERRCODE = 'PC010';
@@ -274,3 +286,125 @@ LEFT JOIN spend sp ON sp.experiment_id = pa.experiment_id AND sp.arm = pa.arm
 LEFT JOIN LATERAL precall.wilson_interval(pa.answered, pa.calls) w ON true
 LEFT JOIN LATERAL precall.newcombe_interval(pa.answered, pa.calls, h.answered, h.calls) vh ON h.arm IS NOT NULL
 LEFT JOIN LATERAL precall.newcombe_interval(pa.answered, pa.calls, c.answered, c.calls) vc ON c.arm IS NOT NULL;
+
+-- A Gamma(shape, 1) draw, shape ≥ 1 (Marsaglia & Tsang, 2000; the normal by Box-Muller).
+CREATE OR REPLACE FUNCTION precall.random_gamma(p_shape double precision)
+ RETURNS double precision
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    v_d double precision := p_shape - 1.0 / 3;
+    v_c double precision := 1 / sqrt(9 * (p_shape - 1.0 / 3));
+    v_x double precision;
+    v_v double precision;
+BEGIN
+    LOOP
+        LOOP
+            v_x := sqrt(-2 * ln(1 - random())) * cos(2 * pi() * random());
+            v_v := 1 + v_c * v_x;
+            EXIT WHEN v_v > 0;
+        END LOOP;
+        v_v := v_v * v_v * v_v;
+        IF ln(1 - random()) < 0.5 * v_x * v_x + v_d - v_d * v_v + v_d * ln(v_v) THEN
+            RETURN v_d * v_v;
+        END IF;
+    END LOOP;
+END
+$function$;
+
+-- Thompson sampling over an experiment's arms (the holdout keeps its share): each arm's answer
+-- rate drawn p_draws times from Beta(answered + 1, not answered + 1); the probability that an arm
+-- draws best sets its share of what the holdout leaves, above a floor every arm keeps
+-- (precall.experiments.floor_share): share = floor + (1 − holdout − arms × floor) × P(best).
+-- Seeded by the experiment and the day, so a re-run the same day gives the same shares.
+-- Updates the arms' target shares (users already assigned keep their arm), records the
+-- allocation, and returns it.
+CREATE OR REPLACE FUNCTION precall.reallocate_experiment(p_experiment bigint, p_draws integer DEFAULT 10000)
+ RETURNS jsonb
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    v_e precall.experiments;
+    v_names text[];
+    v_a double precision[];
+    v_b double precision[];
+    v_wins integer[];
+    v_k integer;
+    v_best integer;
+    v_top double precision;
+    v_draw double precision;
+    v_g double precision;
+    v_floor numeric;
+    v_avail numeric;
+    v_left numeric;
+    v_share numeric;
+    v_shares jsonb := '{}';
+    v_p jsonb := '{}';
+BEGIN
+    SELECT * INTO v_e FROM precall.experiments WHERE id = p_experiment FOR UPDATE;
+    SELECT array_agg(a.name ORDER BY a.position),
+           array_agg(coalesce(o.answered, 0) + 1.0 ORDER BY a.position),
+           array_agg(coalesce(o.reached - o.answered, 0) + 1.0 ORDER BY a.position)
+    INTO v_names, v_a, v_b
+    FROM precall.experiment_arms a
+    LEFT JOIN (SELECT ec.arm, count(*) FILTER (WHERE ec.reached AND ec.answered) AS answered,
+                      count(*) FILTER (WHERE ec.reached) AS reached
+               FROM precall.experiment_calls ec WHERE ec.experiment_id = p_experiment GROUP BY ec.arm) o ON o.arm = a.name
+    WHERE a.experiment_id = p_experiment AND a.name <> 'holdout';
+    v_k := cardinality(v_names);
+    v_wins := array_fill(0, ARRAY[v_k]);
+    PERFORM setseed((hashtextextended(v_e.salt || ':' || (now() AT TIME ZONE 'UTC')::date, 0) % 1000000) / 1000000.0);
+    FOR d IN 1..p_draws LOOP
+        v_top := -1;
+        FOR i IN 1..v_k LOOP
+            v_g := precall.random_gamma(v_a[i]);
+            v_draw := v_g / (v_g + precall.random_gamma(v_b[i]));
+            IF v_draw > v_top THEN
+                v_top := v_draw;
+                v_best := i;
+            END IF;
+        END LOOP;
+        v_wins[v_best] := v_wins[v_best] + 1;
+    END LOOP;
+    v_avail := 1 - v_e.holdout;
+    v_floor := least(v_e.floor_share, v_avail / v_k);
+    v_left := v_avail;
+    FOR i IN 1..v_k LOOP
+        v_share := CASE WHEN i = v_k THEN v_left
+                        ELSE round(v_floor + (v_avail - v_k * v_floor) * v_wins[i] / p_draws, 5) END;
+        v_share := greatest(v_share, 0.00001);
+        v_left := v_left - v_share;
+        UPDATE precall.experiment_arms SET share = v_share WHERE experiment_id = p_experiment AND name = v_names[i];
+        v_shares := v_shares || jsonb_build_object(v_names[i], v_share);
+        v_p := v_p || jsonb_build_object(v_names[i], round(v_wins[i]::numeric / p_draws, 4));
+    END LOOP;
+    IF v_e.holdout > 0 THEN
+        v_shares := v_shares || jsonb_build_object('holdout', v_e.holdout);
+    END IF;
+    INSERT INTO precall.experiment_allocations (experiment_id, shares, p_best) VALUES (p_experiment, v_shares, v_p);
+    RETURN v_shares;
+END
+$function$;
+
+-- The daily re-weighting of running Thompson experiments (called by the planning job, so no
+-- extra pg_cron job): those whose last allocation is a day old. Returns how many were re-weighted.
+CREATE OR REPLACE FUNCTION precall.reallocate_due_experiments(p_now timestamp with time zone DEFAULT clock_timestamp())
+ RETURNS integer
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    v_id bigint;
+    v_count integer := 0;
+BEGIN
+    FOR v_id IN
+        SELECT e.id FROM precall.running_experiments(p_now) e
+        WHERE e.allocation = 'thompson'
+          AND coalesce((SELECT max(al.at) FROM precall.experiment_allocations al WHERE al.experiment_id = e.id),
+                       e.starts_at) <= p_now - interval '1 day'
+    LOOP
+        PERFORM precall.reallocate_experiment(v_id);
+        v_count := v_count + 1;
+    END LOOP;
+    RETURN v_count;
+END
+$function$;

@@ -18,14 +18,18 @@ SELECT n.id, n.user_id, n.call_id, n.type, n.channel, n.status, n.created_at,
        CASE WHEN n.channel = 'push' AND n.delivered_at IS NOT NULL AND n.sent_at IS NOT NULL
             THEN extract(epoch FROM n.delivered_at - n.sent_at) * 1000 END AS time_to_receipt_ms,
        CASE WHEN n.sent_at IS NOT NULL THEN n.cost_estimate END AS cost,
-       n.cost_currency
+       n.cost_currency,
+       n.experiment_id, n.arm
 FROM notification_logs n
 JOIN users u ON u.id = n.user_id;
 
 -- One row per call that reached its time (answered, no_answer, failed), with the channel of the
 -- preview that went out for it ('none' when none did). A call the call system reported as
 -- answered by a machine (precall.call_outcomes) is not answered; `action` is the person's applied
--- action on the call's preview ('none' when none). Calls an experiment held out are left out.
+-- action on the call's preview ('none' when none); `experiment` is 'name/arm' for a call planned
+-- under an experiment ('none' otherwise), `held_out` true for its holdout (or a 'none' arm: no
+-- preview on purpose). precall.kpis leaves held-out calls out of call_answer_rate, except by
+-- experiment.
 CREATE OR REPLACE VIEW precall.call_facts AS
 SELECT c.id, c.user_id, c.scheduled_at, c.status,
        (c.scheduled_at AT TIME ZONE 'UTC')::date AS day,
@@ -35,15 +39,19 @@ SELECT c.id, c.user_id, c.scheduled_at, c.status,
                  ORDER BY n.sent_at LIMIT 1), 'none') AS channel,
        c.status = 'answered' AND o.answered_by IS DISTINCT FROM 'machine' AS answered,
        o.answered_by,
-       coalesce(a.action, 'none') AS action
+       coalesce(a.action, 'none') AS action,
+       coalesce(x.experiment || '/' || x.arm, 'none') AS experiment,
+       coalesce(x.held_out, false) AS held_out
 FROM scheduled_calls c
 JOIN users u ON u.id = c.user_id
 LEFT JOIN precall.call_outcomes o ON o.call_id = c.id
 LEFT JOIN precall.call_actions a ON a.call_id = c.id AND a.outcome = 'applied'
-WHERE c.status IN ('answered', 'no_answer', 'failed')
-  -- An experiment's holdout (or 'none' arm) got no preview on purpose: not the product's answer
-  -- rate (precall experiments report scores it).
-  AND NOT EXISTS (SELECT 1 FROM notification_logs h WHERE h.call_id = c.id AND h.reason_code = 'holdout');
+LEFT JOIN LATERAL (
+    SELECT e.name AS experiment, n.arm, n.reason_code = 'holdout' AS held_out
+    FROM notification_logs n JOIN precall.experiments e ON e.id = n.experiment_id
+    WHERE n.call_id = c.id AND n.experiment_id IS NOT NULL
+    ORDER BY n.created_at DESC LIMIT 1) x ON true
+WHERE c.status IN ('answered', 'no_answer', 'failed');
 
 -- Claims a preview for a manual send, leased to p_worker, as a precall.claimed_preview.
 -- Without p_force: refuses when a preview already left for this call time (saying when and how)
@@ -113,7 +121,8 @@ AS $function$
     SELECT * FROM precall.claim_manual_preview_v2(p_call_id, p_worker, p_force, p_type)
 $function$;
 
--- The KPIs since p_since, grouped by p_by ('all', 'channel', 'locale', 'platform', 'day' or 'action'):
+-- The KPIs since p_since, grouped by p_by ('all', 'channel', 'locale', 'platform', 'day', 'action' or
+-- 'experiment': 'name/arm', the holdout's calls included only there):
 -- one row per group and KPI with numerator, denominator, value and target. calls_expired: call
 -- jobs not handed off within precall.settings.call_grace / call jobs that reached an outcome.
 CREATE OR REPLACE FUNCTION precall.kpis(p_since timestamp with time zone, p_by text DEFAULT 'all'::text)
@@ -122,8 +131,8 @@ CREATE OR REPLACE FUNCTION precall.kpis(p_since timestamp with time zone, p_by t
  STABLE
 AS $function$
 BEGIN
-    IF p_by NOT IN ('all', 'channel', 'locale', 'platform', 'day', 'action') THEN
-        RAISE EXCEPTION 'cannot group by %: use channel, locale, platform, day or action', p_by USING ERRCODE = '22023';
+    IF p_by NOT IN ('all', 'channel', 'locale', 'platform', 'day', 'action', 'experiment') THEN
+        RAISE EXCEPTION 'cannot group by %: use channel, locale, platform, day, action or experiment', p_by USING ERRCODE = '22023';
     END IF;
     RETURN QUERY
     WITH n AS (
@@ -131,16 +140,19 @@ BEGIN
                     WHEN 'locale' THEN f.locale::text WHEN 'platform' THEN f.platform::text
                     WHEN 'action' THEN coalesce((SELECT a.action FROM precall.call_actions a
                                                  WHERE a.call_id = f.call_id AND a.outcome = 'applied'), 'none')
+                    WHEN 'experiment' THEN coalesce((SELECT e.name || '/' || f.arm FROM precall.experiments e
+                                                     WHERE e.id = f.experiment_id), 'none')
                     ELSE f.day::text END AS g,
                EXISTS (SELECT 1 FROM precall.call_actions a WHERE a.notification_id = f.id) AS acted
         FROM precall.notification_facts f WHERE f.created_at >= p_since
     ), c AS (
         SELECT f.*, CASE p_by WHEN 'all' THEN 'all' WHEN 'channel' THEN f.channel
                     WHEN 'locale' THEN f.locale::text WHEN 'platform' THEN f.platform::text
-                    WHEN 'action' THEN f.action ELSE f.day::text END AS g
-        FROM precall.call_facts f WHERE f.scheduled_at >= p_since
+                    WHEN 'action' THEN f.action WHEN 'experiment' THEN f.experiment ELSE f.day::text END AS g
+        FROM precall.call_facts f
+        WHERE f.scheduled_at >= p_since AND (NOT f.held_out OR p_by = 'experiment')
     ), j AS (
-        SELECT CASE p_by WHEN 'all' THEN 'all' WHEN 'channel' THEN 'none' WHEN 'action' THEN 'none'
+        SELECT CASE p_by WHEN 'all' THEN 'all' WHEN 'channel' THEN 'none' WHEN 'action' THEN 'none' WHEN 'experiment' THEN 'none'
                     WHEN 'locale' THEN u.locale::text WHEN 'platform' THEN coalesce(u.platform::text, 'none')
                     ELSE (cj.due_at AT TIME ZONE 'UTC')::date::text END AS g,
                cj.status

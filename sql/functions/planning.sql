@@ -122,11 +122,13 @@ AS $function$
         'next_send_at', p_next_send_at)::text)
 $function$;
 
--- The pg_cron job: plans every preview due within the lookahead window.
+-- The pg_cron job: re-weights the Thompson experiments due for it (once a day), then plans every
+-- preview due within the lookahead window.
 CREATE OR REPLACE FUNCTION precall.plan_due_previews(p_now timestamp with time zone DEFAULT clock_timestamp())
  RETURNS integer
  LANGUAGE sql
 AS $function$
+    SELECT precall.reallocate_due_experiments(p_now);
     SELECT precall.plan_calls(NULL, p_now)
 $function$;
 

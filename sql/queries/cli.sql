@@ -145,7 +145,8 @@ SELECT e.name, CASE WHEN e.stopped_at IS NOT NULL THEN 'stopped' WHEN e.starts_a
                     WHEN e.ends_at <= now() THEN 'ended' ELSE 'running' END AS status,
        e.population, e.holdout, e.allocation, e.starts_at, e.ends_at, e.stopped_at,
        (SELECT string_agg(a.name || ' ' || round(a.share * 100, 1) || '%%'
-                          || coalesce(' lead ' || a.lead_min || ' min', '') || CASE WHEN a.no_preview AND a.position > 0
+                          || coalesce(' lead ' || a.lead_min || ' min', '') || coalesce(' by ' || a.channel, '')
+                          || coalesce(' variant ' || a.variant, '') || CASE WHEN a.no_preview AND a.position > 0
                                                                                      THEN ' no preview' ELSE '' END,
                           ', ' ORDER BY a.position)
         FROM precall.experiment_arms a WHERE a.experiment_id = e.id) AS arms,
@@ -153,9 +154,24 @@ SELECT e.name, CASE WHEN e.stopped_at IS NOT NULL THEN 'stopped' WHEN e.starts_a
 FROM precall.experiments e ORDER BY e.created_at DESC
 
 -- experiment_report --
-SELECT r.*, a.share, a.lead_min, a.no_preview, e.allocation, e.created_at, e.starts_at, e.ends_at, e.stopped_at
+SELECT r.*, a.share, a.lead_min, a.channel, a.variant, a.no_preview, e.allocation, e.created_at, e.starts_at,
+       e.ends_at, e.stopped_at
 FROM precall.experiment_report r
 JOIN precall.experiments e ON e.name = r.experiment
 JOIN precall.experiment_arms a ON a.experiment_id = e.id AND a.name = r.arm
 WHERE r.experiment = %(name)s
 ORDER BY r.position
+
+-- experiment_guardrail --
+-- Arms of running experiments answered significantly less than their control (p < 0.01) once
+-- both have 200 calls (precall doctor warns).
+SELECT r.experiment, r.arm, r.calls, r.answer_rate, c.answer_rate AS control_rate, r.vs_control_diff, r.vs_control_p
+FROM precall.experiment_report r
+JOIN precall.experiment_report c ON c.experiment = r.experiment AND c.position = 1
+JOIN precall.experiments e ON e.name = r.experiment AND e.stopped_at IS NULL AND (e.ends_at IS NULL OR e.ends_at > now())
+WHERE r.position > 1 AND r.calls >= 200 AND c.calls >= 200 AND r.vs_control_diff < 0 AND r.vs_control_p < 0.01
+
+-- experiment_allocations --
+SELECT al.at, al.shares, al.p_best FROM precall.experiment_allocations al
+JOIN precall.experiments e ON e.id = al.experiment_id
+WHERE e.name = %(name)s ORDER BY al.at, al.id

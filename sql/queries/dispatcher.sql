@@ -20,6 +20,15 @@ FROM precall.next_due() d, precall.left_by_gone_dispatchers() g
 -- claim_due_calls --
 SELECT * FROM precall.claim_due_calls(%(worker)s, %(limit)s, %(gone)s::text[])
 
+-- arm_overrides --
+-- The channel and copy variant of the claimed previews' experiment arms (a fallback SMS: its push's).
+SELECT n.id, a.channel, a.variant
+FROM notification_logs n
+LEFT JOIN notification_logs p ON p.id = n.parent_id
+JOIN precall.experiment_arms a ON a.experiment_id = coalesce(n.experiment_id, p.experiment_id)
+                               AND a.name = coalesce(n.arm, p.arm)
+WHERE n.id = ANY (%(ids)s::uuid[]) AND (a.channel IS NOT NULL OR a.variant IS NOT NULL)
+
 -- claim_call_events --
 SELECT * FROM precall.claim_call_events(%(worker)s, %(limit)s, %(gone)s::text[])
 
@@ -38,7 +47,10 @@ SELECT precall.heartbeat(%(name)s, %(hostname)s, %(pid)s, %(stopped)s)
 -- schedule_policy --
 -- The fleet's policy a sender follows, re-read with every heartbeat (precall.settings).
 SELECT extract(epoch FROM fallback_wait)::float8 AS fallback_wait_s, push_enabled, sms_enabled,
-       sms_daily_budget IS NOT NULL AS sms_budget_set, snooze_minutes
+       sms_daily_budget IS NOT NULL AS sms_budget_set, snooze_minutes,
+       -- a running experiment has an arm with a channel or a copy variant (dispatcher/experiment_arms.py)
+       EXISTS (SELECT 1 FROM precall.experiment_arms a JOIN precall.running_experiments(now()) e ON e.id = a.experiment_id
+               WHERE a.channel IS NOT NULL OR a.variant IS NOT NULL) AS arm_overrides
 FROM precall.settings
 
 -- renew_lease --
