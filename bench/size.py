@@ -8,7 +8,8 @@ Reports what issue 14 measured degrading with size, on one throwaway cluster:
   re-planned, a call event is written), a signed SMS reply "2" (the same, found by phone number,
   answered with TwiML) and the history page (median and p99);
 - 400 register-device requests at once (how many 5xx);
-- a planning run at that size (nothing new, and 1,000 new calls due).
+- a planning run at that size (nothing new, and 1,000 new calls due), without and with a running
+  experiment that takes every user.
 
     make bench-size            # writes bench/results_size.json
 """
@@ -112,7 +113,12 @@ def retention(conn: psycopg.Connection) -> dict[str, object]:
             "peer_without_parent_index_batch_200_ms": round(without, 1)}
 
 
-def planning(conn: psycopg.Connection) -> dict[str, object]:
+def planning(conn: psycopg.Connection, experiment: bool = False) -> dict[str, object]:
+    """With `experiment`, the same runs under a running experiment that takes every user (holdout
+    10%, control, lead10): each candidate call's arm is looked up (or computed and stored)."""
+    if experiment:
+        conn.execute("SELECT precall.create_experiment('bench', '[{\"name\": \"control\"}, "
+                     "{\"name\": \"lead10\", \"lead_min\": 10}]', 0.1)")
     idle = []
     for _ in range(5):
         t0 = time.perf_counter()
@@ -127,8 +133,12 @@ def planning(conn: psycopg.Connection) -> dict[str, object]:
         t0 = time.perf_counter()
         planned = conn.execute("SELECT precall.plan_due_previews()").fetchone()
         busy = (time.perf_counter() - t0) * 1000
+        held = conn.execute("SELECT count(*) FROM notification_logs WHERE reason_code = 'holdout'").fetchone()
+    if experiment:
+        conn.execute("UPDATE precall.experiments SET stopped_at = now() WHERE name = 'bench'")
     return {"nothing_new_ms_median": round(statistics.median(idle), 1),
-            "planned_1000_ms": round(busy, 1), "planned": planned[0] if planned else 0}
+            "planned_1000_ms": round(busy, 1), "planned": planned[0] if planned else 0,
+            "held_out": held[0] if held else 0}
 
 
 def start_api(dsn: str) -> tuple[subprocess.Popen[bytes], str]:
@@ -264,6 +274,7 @@ def main() -> None:
             results["log_rows"] = conn.execute("SELECT count(*) FROM notification_logs").fetchone()[0]  # type: ignore[index]
             print(json.dumps(results), file=sys.stderr)
             results["planning"] = planning(conn)
+            results["planning_with_experiment"] = planning(conn, experiment=True)  # the peer: same run, same data
             api, url = start_api(dsn)
             results["api_sequential"] = hot_paths(conn, url, args.requests)
             results["api_concurrent_register_device"] = asyncio.run(concurrent_registrations(url, args.concurrent))

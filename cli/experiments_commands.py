@@ -194,8 +194,11 @@ def report_data(rows: list[dict[str, Any]], allocations: list[dict[str, Any]]) -
             "ci95": [r["ci_lo"], r["ci_hi"]] if r["ci_lo"] is not None else None,
             "vs_holdout": cmp("vs_holdout") if r["arm"] != "holdout" else None,
             "vs_control": cmp("vs_control") if r["position"] != 1 else None,
-            "sms_spend": r["sms_spend"], "receipts": r["receipts"], "opens": r["opens"],
-            "late_receipts": r["late_receipts"],
+            "sms_spend": r["sms_spend"],
+            "sms_spend_per_answered": {cur: float(amount) / r["answered"] for cur, amount in (r["sms_spend"] or {}).items()}
+            if r["answered"] else None,
+            "receipts": r["receipts"], "opens": r["opens"], "late_receipts": r["late_receipts"],
+            "own_rule_users": r["own_rule_users"],
         })
     first = rows[0]
     return {"experiment": first["experiment"], "allocation": first["allocation"], "arms": arms,

@@ -3025,7 +3025,8 @@ CREATE VIEW precall.experiment_report AS
             n.arm,
             count(*) FILTER (WHERE (((n.channel)::text = 'push'::text) AND (n.delivered_at IS NOT NULL))) AS receipts,
             count(*) FILTER (WHERE (n.opened_at IS NOT NULL)) AS opens,
-            count(*) FILTER (WHERE n.late_receipt) AS late_receipts
+            count(*) FILTER (WHERE n.late_receipt) AS late_receipts,
+            count(DISTINCT n.user_id) FILTER (WHERE (n.reason ~~ '%arm_channel_not_used%'::text)) AS own_rule_users
            FROM public.notification_logs n
           WHERE (n.experiment_id IS NOT NULL)
           GROUP BY n.experiment_id, n.arm
@@ -3073,7 +3074,8 @@ CREATE VIEW precall.experiment_report AS
           WHERE ((s.experiment_id = pa.experiment_id) AND (s.arm = pa.arm))), '{}'::jsonb)) AS sms_spend,
     COALESCE(pv.receipts, (0)::bigint) AS receipts,
     COALESCE(pv.opens, (0)::bigint) AS opens,
-    COALESCE(pv.late_receipts, (0)::bigint) AS late_receipts
+    COALESCE(pv.late_receipts, (0)::bigint) AS late_receipts,
+    COALESCE(pv.own_rule_users, (0)::bigint) AS own_rule_users
    FROM ((((((((per_arm pa
      JOIN precall.experiments e ON ((e.id = pa.experiment_id)))
      LEFT JOIN per_arm h ON (((h.experiment_id = pa.experiment_id) AND (h."position" = 0) AND (pa."position" <> 0))))

@@ -293,3 +293,8 @@ def test_channel_and_variant_arms_at_send_time(db, conn, make, fake_fcm, fake_tw
                                     else "Coach Max is calling in 1 min!"), (arm, title)
     kept = conn.execute("SELECT channel, reason FROM notification_logs WHERE user_id = %s", (opted_out,)).fetchone()
     assert kept[0] == "push" and "arm_channel_not_used" in kept[1]
+    report = json.loads(precall_cli("experiments", "report", "cv", "--json", env={"DATABASE_URL": db}).stdout)
+    got = {a["arm"]: a for a in report["arms"]}
+    assert got["texted"]["own_rule_users"] == 1 and got["control"]["own_rule_users"] == 0
+    assert got["texted"]["sms_spend"] == {"USD": pytest.approx(0.0075 * (len(texted) - 1))}
+    assert got["texted"]["channel"] == "sms" and got["warm"]["variant"] == "warm"

@@ -235,7 +235,8 @@ ORDER BY n.experiment_id, n.call_id, n.created_at DESC;
 -- its 95% Wilson interval, the difference against the holdout and against the control (the first
 -- arm) with Newcombe's hybrid score interval and a two-sided p-value (pooled z-test, or Fisher's
 -- exact test when any expected cell is below 10), and the preview figures (SMS spend by
--- currency, receipts, opens, late receipts). Methods: sql/functions/estimation.sql.
+-- currency, receipts, opens, late receipts, users an arm's channel could not reach who kept their
+-- own rule). Methods: sql/functions/estimation.sql.
 CREATE OR REPLACE VIEW precall.experiment_report AS
 WITH per_arm AS (
     SELECT a.experiment_id, a.name AS arm, a.position,
@@ -250,7 +251,8 @@ WITH per_arm AS (
     SELECT n.experiment_id, n.arm,
            count(*) FILTER (WHERE n.channel = 'push' AND n.delivered_at IS NOT NULL) AS receipts,
            count(*) FILTER (WHERE n.opened_at IS NOT NULL) AS opens,
-           count(*) FILTER (WHERE n.late_receipt) AS late_receipts
+           count(*) FILTER (WHERE n.late_receipt) AS late_receipts,
+           count(DISTINCT n.user_id) FILTER (WHERE n.reason LIKE '%arm_channel_not_used%') AS own_rule_users
     FROM notification_logs n WHERE n.experiment_id IS NOT NULL GROUP BY 1, 2
 ), spend AS (
     SELECT x.experiment_id, x.arm, jsonb_object_agg(x.cost_currency, x.amount) AS sms_spend
@@ -276,7 +278,8 @@ SELECT e.name AS experiment, pa.arm, pa.position, pa.users, pa.calls, pa.answere
        coalesce(sp.sms_spend, '{}') || coalesce((SELECT jsonb_object_agg(s.cost_currency,
                     s.amount + coalesce((sp.sms_spend ->> s.cost_currency)::numeric, 0))
                 FROM sms_by_call s WHERE s.experiment_id = pa.experiment_id AND s.arm = pa.arm), '{}') AS sms_spend,
-       coalesce(pv.receipts, 0) AS receipts, coalesce(pv.opens, 0) AS opens, coalesce(pv.late_receipts, 0) AS late_receipts
+       coalesce(pv.receipts, 0) AS receipts, coalesce(pv.opens, 0) AS opens, coalesce(pv.late_receipts, 0) AS late_receipts,
+       coalesce(pv.own_rule_users, 0) AS own_rule_users
 FROM per_arm pa
 JOIN precall.experiments e ON e.id = pa.experiment_id
 LEFT JOIN per_arm h ON h.experiment_id = pa.experiment_id AND h.position = 0 AND pa.position <> 0
