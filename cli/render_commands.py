@@ -3,6 +3,7 @@ template fits."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import datetime, timezone
 from typing import Optional
@@ -55,6 +56,7 @@ def render_cmd(
     channel: Optional[str] = typer.Option(None, help="push or sms (default: both)."),
     snooze: int = typer.Option(10, min=1, max=60, help="Snooze minutes the SMS reply hint says "
                                "(precall.settings.snooze_minutes; read from the database with --user)."),
+    variant: Optional[str] = typer.Option(None, help="An experiment's copy variant (templates/<locale>/variants/)."),
 ) -> None:
     """Print exactly what would be sent: title, body and SMS, with the SMS's encoding and segments.
 
@@ -69,6 +71,8 @@ def render_cmd(
         inp = _from_database(user, call)
     else:
         inp = MessageInput(coach, streak, topic, locale, lead, snooze)
+    if variant is not None:
+        inp = dataclasses.replace(inp, variant=variant)
     _print(renderer.render(inp), channel)
 
 

@@ -407,3 +407,25 @@ def test_every_push_carries_its_actions_for_both_platforms() -> None:
         assert request.data["click_action"] == "PRECALL_CALL" and request.data["route"] == "incoming_call"
         message = build_message(request)
         assert message.apns.payload.aps.category == "PRECALL_CALL"
+
+
+def test_an_sms_arm_texts_a_push_user_but_never_an_opted_out_one() -> None:
+    r = rig()
+    r.run(preview(arm_channel="sms"))
+    assert len(r.sms.sent) == 1 and r.push.sent == []
+    r = rig()
+    r.run(preview(arm_channel="sms", sms_opted_out=True))
+    assert r.sms.sent == [] and len(r.push.sent) == 1  # the user's own rule
+    [(kind, written)] = r.outcomes.writes
+    assert kind == "sent" and "arm_channel_not_used" in written["reason"]
+
+
+def test_a_variant_arm_changes_the_texts_and_a_missing_one_falls_back() -> None:
+    r = rig()
+    r.run(preview(variant="warm"))
+    [(_, request, _)] = r.push.sent
+    assert request.title == "Max saved you a spot: your call is in 5 min! 💪"
+    r = rig()
+    r.run(preview(variant="nope"))
+    [(_, request, _)] = r.push.sent
+    assert request.title == "Coach Max is calling in 5 min! 💪"
