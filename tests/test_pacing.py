@@ -22,7 +22,10 @@ def test_dispatcher_paces_fcm_sends_to_the_configured_rate(db, make, conn, fake_
     assert min(gaps) >= 0.1, gaps
     assert times[-1] - times[0] >= 1.7, gaps
     lateness = conn.execute("SELECT max(extract(epoch FROM attempted_at - send_at)) FROM notification_logs").fetchone()
-    assert lateness is not None and 1.7 <= lateness[0] < 3  # the wait is reported as lateness
+    # The wait is reported as lateness (unpaced it would be ~0). Twice under a loaded machine (a
+    # second test run beside the suite) the last row's was 1.63 s although the arrivals spanned
+    # over 1.7 s; the bound keeps the claim without that noise.
+    assert lateness is not None and 1.5 <= lateness[0] < 3
 
 
 def test_capacity_lists_the_previews_a_rate_limit_would_make_miss_their_call(db, make, conn, dispatcher_env) -> None:
@@ -52,6 +55,9 @@ def test_previews_retrying_an_fcm_outage_do_not_hold_up_the_ones_due_after(db, m
         make.call(make.user(fcm_token=f"unavailable-{i}", push_enabled=True, notification_lead_min=1), in_seconds=61)
     ok = make.call(make.user(fcm_token="tok-ok", push_enabled=True, notification_lead_min=1), in_seconds=66)
     wait_until(lambda: any(r.message["token"] == "tok-ok" for r in fake_fcm.state.accepted()), timeout=20)
+    # The write-back follows the provider's answer (batched): wait for it, not for the fake alone.
+    wait_until(lambda: conn.execute("SELECT attempted_at FROM notification_logs WHERE call_id = %s AND sent_at IS NOT NULL",
+                                    (ok,)).fetchone(), timeout=10)
     late = conn.execute("SELECT extract(epoch FROM attempted_at - send_at) FROM notification_logs WHERE call_id = %s",
                         (ok,)).fetchone()
     assert late is not None and late[0] < 0.5, late
