@@ -35,7 +35,10 @@ def capacity_cmd(
 ) -> None:
     """Project the planned previews through a rate limit and list those that would miss their call.
 
-    Exits 1 when any would. Planning looks 2 minutes ahead, so this sees the next two minutes.
+    Also lists the previews the burst smoothing could not fit: at precall.settings' capacity
+    (push_capacity_per_s / sms_capacity_per_s) their second is full even max_early earlier.
+    Exits 1 when any would miss or not fit. Planning looks lookahead + max_early ahead, so this
+    sees the next few minutes.
 
     Example: precall capacity --rate 500 --channel push
     """
@@ -46,12 +49,15 @@ def capacity_cmd(
         if rate is None:
             configured = total_rate(conn, channel)
             if configured is None:
-                raise PrecallError(f"give --rate, or set {ENV_RATE[channel]} (per dispatcher process)")
-            rate, how = configured
+                rate, how = store.send_capacity(conn, channel), f"precall.settings.{channel}_capacity_per_s"
+            else:
+                rate, how = configured
         queued = store.queued_on_channel(conn, channel)
         risk = store.previews_at_risk(conn, rate, channel)
+        beyond = store.previews_beyond_capacity(conn, channel)
     summary = {"channel": channel, "rate_per_s": rate, "rate_from": how, "queued": queued,
-               "at_risk": len(risk), "at_risk_previews": risk[:limit]}
+               "at_risk": len(risk), "at_risk_previews": risk[:limit],
+               "beyond_capacity": len(beyond), "beyond_capacity_previews": beyond[:limit]}
     if as_json:
         print(to_json(summary))
     else:
@@ -59,5 +65,9 @@ def capacity_cmd(
                    f"{len(risk)} would leave after their call's cut-off")
         if risk:
             emit(risk[:limit], ["call_id", "send_at", "projected_at", "scheduled_at", "late_by", "id"], False)
-    if risk:
+        if beyond:
+            typer.echo(f"{len(beyond)} {channel} preview(s) beyond capacity: their second is full even "
+                       "max_early earlier (raise precall.settings.max_early or the capacity)")
+            emit(beyond[:limit], ["call_id", "planned_send_at", "send_at", "needed_early", "id"], False)
+    if risk or beyond:
         raise typer.Exit(1)

@@ -84,6 +84,11 @@ def _queue(conn: psycopg.Connection) -> list[Finding]:
     queued, overdue, oldest, stuck = health.queued, health.overdue, health.oldest_overdue_s or 0.0, health.expired_leases
     out = [Finding("queue", "ok", f"{queued} preview(s) queued")]
     for channel in ("push", "sms"):
+        beyond = store.previews_beyond_capacity(conn, channel)
+        if beyond:
+            out.append(Finding("capacity", "warn", f"{len(beyond)} {channel} preview(s) beyond capacity: their "
+                               f"second is full even max_early earlier (up to {max(r['needed_early'] for r in beyond)} "
+                               f"needed): precall capacity --channel {channel}"))
         configured = capacity_command.total_rate(conn, channel)
         if configured is None:
             continue

@@ -88,6 +88,17 @@ def queued_on_channel(conn: psycopg.Connection[Any], channel: str) -> int:
     return int(row[0]) if row else 0
 
 
+def send_capacity(conn: psycopg.Connection[Any], channel: str) -> float:
+    """precall.send_capacity(): the rate planning smooths bursts to."""
+    row = _one(conn, "send_capacity", {"channel": channel})
+    assert row is not None
+    return float(row[0])
+
+
+def previews_beyond_capacity(conn: psycopg.Connection[Any], channel: str) -> list[Row]:
+    return _dicts(conn, "previews_beyond_capacity", {"channel": channel})
+
+
 def previews_at_risk(conn: psycopg.Connection[Any], rate: float, channel: str) -> list[Row]:
     return _dicts(conn, "previews_at_risk", {"rate": rate, "channel": channel})
 

@@ -146,6 +146,7 @@ class PreviewSender:
         self._renderer = renderer
         self._config = config
         self._arm_notes: dict[uuid.UUID, str] = {}  # previews whose arm's channel could not be used
+        self._attempted: set[uuid.UUID] = set()  # rows marked attempted (precall.start_attempts), in process()
         self._worker = worker
         # precall.settings, re-read by follow_policy(); the deprecated PRECALL_FALLBACK_WAIT_S
         # wins over its fallback_wait when set.
@@ -179,8 +180,23 @@ class PreviewSender:
             "fallback_reason": fallback_reason,
         })
 
+    async def _until_send_at(self, nid: uuid.UUID, row: ClaimedPreview) -> None:
+        """A row claimed ahead (precall.settings.claim_ahead) waits here for its send_at, its
+        request built, so it leaves on the instant (then a configured pacer may hold it)."""
+        if nid != row.id or nid in self._attempted:
+            return  # a fallback SMS created now, or a retry
+        while (early := (row.send_at - self._now()).total_seconds()) > 0:
+            await self._sleep(early)  # again if a timer fired a hair early: never before send_at
+
     async def _still_ours(self, nid: uuid.UUID, row: ClaimedPreview) -> bool:
-        """Checked right before a provider call: a row taken over meanwhile is not sent from here."""
+        """Checked right before a provider call. Once per row, the database re-reads it
+        (precall.start_attempts): a row cancelled since its claim is not sent. A row taken over
+        meanwhile is not sent from here."""
+        if nid not in self._attempted:
+            if not await self._outcomes.start_attempt(nid, self._worker):
+                log.info("not sending: cancelled or taken over since the claim", extra=row.ids(nid))
+                return False
+            self._attempted.add(nid)
         if self._liveness is None or await self._liveness.still_ours(nid):
             return True
         log.warning("not sending: the lease was taken over by another dispatcher", extra=row.ids(nid))
@@ -239,6 +255,7 @@ class PreviewSender:
                 log.exception("could not record the failure", extra=row.ids())
         finally:
             self._arm_notes.pop(row.id, None)
+            self._attempted.discard(row.id)
 
     def _render(self, row: ClaimedPreview, minutes: int) -> RenderedPreview:
         rendered = self._renderer.render(MessageInput(row.coach_name, row.current_streak or 0, row.topic, row.locale,
@@ -389,6 +406,7 @@ class PreviewSender:
         backoff = retry.FCM_TRANSIENT.attempts()
         attempted_at: datetime | None = None
         while True:
+            await self._until_send_at(row.id, row)
             await self._push_pacer.wait()  # a configured FCM rate limit: the wait counts as lateness
             if not await self._still_ours(row.id, row):
                 return None
@@ -438,6 +456,7 @@ class PreviewSender:
             try:
                 await self._send_sms(row, created, "fallback_sms")
             finally:
+                self._attempted.discard(created)
                 if self._liveness is not None:
                     self._liveness.release(created)
 
@@ -458,6 +477,7 @@ class PreviewSender:
         backoff = retry.SMS_RATE_LIMITED.attempts()
         first_attempt_at: datetime | None = None
         while True:
+            await self._until_send_at(nid, row)
             await self._sms_pacer.wait()  # a configured Twilio rate limit: the text says the minutes left after it
             if not await self._still_ours(nid, row):
                 return

@@ -161,7 +161,9 @@ class Dispatcher:
                     call_in = 0.0
         claimed = 0
         if preview_in is not None and preview_in <= 0:
-            claimed += await self._claim(pool, "claim_due_previews_v2", ClaimedPreview, sender.process, stop)
+            # Rows due within claim_ahead come too: their requests are built now and leave at
+            # send_at (PreviewSender waits for it), not a claim round trip after it.
+            claimed += await self._claim(pool, "claim_due_previews_v3", ClaimedPreview, sender.process, stop)
         if self._events_due:
             # Events before call jobs: a call's call.rescheduled leaves before its call.due (the
             # claim of a call job also waits while its call has an undelivered event). Claimed
@@ -234,8 +236,11 @@ class Dispatcher:
             return
         self._last_heartbeat = now
         async with pool.connection() as conn:
+            # The configured rates cap the fleet's capacity that planning smooths bursts to.
             await conn.execute(sql.query("heartbeat"), {"name": self.worker, "hostname": socket.gethostname(),
-                                                         "pid": os.getpid(), "stopped": stopped})
+                                                         "pid": os.getpid(), "stopped": stopped,
+                                                         "push_rate": self.config.fcm_rate_per_s,
+                                                         "sms_rate": self.config.twilio_rate_per_s})
         if self._sender is not None and not stopped:
             await self._sender.follow_policy()
 

@@ -165,6 +165,47 @@ class OutcomeStore(Protocol):
     async def sms_budget_reached(self, currency: str) -> bool:
         """Today's SMS spend in this currency has reached precall.settings.sms_daily_budget."""
 
+    async def start_attempt(self, notification_id: uuid.UUID, worker: str) -> bool:
+        """Right before the first provider call: marks the row attempted (precall.start_attempts);
+        False when it was cancelled or taken over since its claim (then nothing is sent)."""
+
+
+class AttemptMarks:
+    """precall.start_attempts for the rows reaching their instant together: the rows whose send_at
+    comes in the same event-loop turn (a backlog, one smoothed second's rows) share one statement,
+    so the re-read right before the provider call costs one round trip per turn, not per row."""
+
+    def __init__(self, pool: Database) -> None:
+        self._pool = pool
+        self._pending: dict[str, list[tuple[uuid.UUID, asyncio.Future[bool]]]] = {}
+
+    async def mark(self, notification_id: uuid.UUID, worker: str) -> bool:
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        batch = self._pending.setdefault(worker, [])
+        batch.append((notification_id, future))
+        if len(batch) == 1:
+            asyncio.get_running_loop().create_task(self._flush(worker))
+        return await future
+
+    async def _flush(self, worker: str) -> None:
+        await asyncio.sleep(0)  # the other rows whose timers fired in this turn join the batch
+        batch = self._pending.pop(worker, [])
+        ids = [nid for nid, _ in batch]
+        try:
+            async def run() -> set[uuid.UUID]:
+                async with self._pool.connection() as conn:
+                    cur = await conn.execute(sql.query("start_attempts"), {"worker": worker, "ids": ids})
+                    return {r[0] for r in await cur.fetchall()}
+            marked = await with_retry(run, "start_attempts")
+        except BaseException as exc:  # noqa: BLE001 - each waiting sender sees it
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for nid, future in batch:
+            if not future.done():
+                future.set_result(nid in marked)
+
 
 class DatabaseOutcomes:
     """The outcome store in PostgreSQL: sends batched (SentWriter), every other write retried while
@@ -173,6 +214,10 @@ class DatabaseOutcomes:
     def __init__(self, pool: Database) -> None:
         self._pool = pool
         self._sent = SentWriter(pool)
+        self._attempts = AttemptMarks(pool)
+
+    async def start_attempt(self, notification_id: uuid.UUID, worker: str) -> bool:
+        return await self._attempts.mark(notification_id, worker)
 
     async def _exec(self, name: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         async with self._pool.connection() as conn:

@@ -252,7 +252,7 @@ CREATE FUNCTION precall.calls_in_window(p_now timestamp with time zone) RETURNS 
     LANGUAGE sql STABLE
     AS $$
     SELECT w.call_id
-    FROM precall.plan_window(p_now, (SELECT s.lookahead FROM precall.settings s),
+    FROM precall.plan_window(p_now, (SELECT s.lookahead + s.max_early FROM precall.settings s),
                              greatest(coalesce((SELECT max(u.notification_lead_min) FROM users u), 0),
                                       (SELECT max(a.lead_min) FROM precall.experiment_arms a
                                        JOIN precall.running_experiments(p_now) e ON e.id = a.experiment_id)),
@@ -289,10 +289,13 @@ CREATE FUNCTION precall.cancel_unsent(p_call_id uuid, p_reason text, p_with_call
 DECLARE
     v_count integer;
 BEGIN
+    -- A row claimed ahead of its send_at (status 'sending', not attempted yet) is still unsent:
+    -- its dispatcher finds it gone at precall.start_attempts and sends nothing.
     UPDATE notification_logs
     SET status = 'cancelled', reason = p_reason, updated_at = now(),
         lease_owner = NULL, lease_expires_at = NULL
-    WHERE call_id = p_call_id AND status = 'queued';
+    WHERE call_id = p_call_id
+      AND (status = 'queued' OR (status = 'sending' AND attempted_at IS NULL));
     GET DIAGNOSTICS v_count = ROW_COUNT;
     IF p_with_call_job THEN
         UPDATE precall.call_jobs
@@ -412,6 +415,17 @@ $$;
 --
 
 CREATE FUNCTION precall.claim_due_previews_v2(p_worker text, p_limit integer, p_gone text[] DEFAULT NULL::text[]) RETURNS SETOF precall.claimed_preview
+    LANGUAGE sql
+    AS $$
+    SELECT * FROM precall.claim_due_previews_v3(p_worker, p_limit, p_gone, false)
+$$;
+
+
+--
+-- Name: claim_due_previews_v3(text, integer, text[], boolean); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.claim_due_previews_v3(p_worker text, p_limit integer, p_gone text[], p_ahead boolean) RETURNS SETOF precall.claimed_preview
     LANGUAGE plpgsql
     SET jit TO 'off'
     AS $$
@@ -426,7 +440,7 @@ BEGIN
         SELECT n.id
         FROM notification_logs n
         WHERE n.status IN ('queued', 'sending')
-          AND n.send_at <= v_now
+          AND n.send_at <= v_now + CASE WHEN p_ahead THEN v_settings.claim_ahead ELSE interval '0' END
           AND (n.status = 'queued' OR n.lease_expires_at < v_now OR n.lease_owner = ANY (v_gone))
         ORDER BY n.send_at
         LIMIT p_limit
@@ -565,17 +579,25 @@ CREATE TABLE precall.settings (
     sms_enabled boolean DEFAULT true NOT NULL,
     sms_daily_budget jsonb,
     snooze_minutes integer DEFAULT 10 NOT NULL,
+    push_capacity_per_s numeric DEFAULT 400 NOT NULL,
+    sms_capacity_per_s numeric DEFAULT 1 NOT NULL,
+    max_early interval DEFAULT '00:02:00'::interval NOT NULL,
+    claim_ahead interval DEFAULT '00:00:00.2'::interval NOT NULL,
     CONSTRAINT settings_call_grace_check CHECK ((call_grace >= '00:00:10'::interval)),
+    CONSTRAINT settings_claim_ahead_check CHECK (((claim_ahead >= '00:00:00'::interval) AND (claim_ahead <= '00:00:05'::interval))),
     CONSTRAINT settings_device_stale_after_check CHECK ((device_stale_after >= '1 day'::interval)),
     CONSTRAINT settings_fallback_wait_check CHECK (((fallback_wait >= '00:00:01'::interval) AND (fallback_wait <= '00:10:00'::interval))),
     CONSTRAINT settings_heartbeat_max_age_check CHECK ((heartbeat_max_age >= '00:00:20'::interval)),
     CONSTRAINT settings_lease_check CHECK ((lease >= '00:00:05'::interval)),
     CONSTRAINT settings_lookahead_check CHECK ((lookahead >= '00:01:00'::interval)),
     CONSTRAINT settings_max_attempts_check CHECK ((max_attempts >= 1)),
+    CONSTRAINT settings_max_early_check CHECK (((max_early >= '00:00:00'::interval) AND (max_early <= '01:00:00'::interval))),
     CONSTRAINT settings_max_lead_check CHECK (((max_lead >= '00:01:00'::interval) AND (max_lead <= '01:00:00'::interval))),
     CONSTRAINT settings_min_notice_check CHECK ((min_notice >= '00:00:05'::interval)),
+    CONSTRAINT settings_push_capacity_per_s_check CHECK ((push_capacity_per_s > (0)::numeric)),
     CONSTRAINT settings_retention_check CHECK ((retention >= '1 day'::interval)),
     CONSTRAINT settings_singleton_check CHECK (singleton),
+    CONSTRAINT settings_sms_capacity_per_s_check CHECK ((sms_capacity_per_s > (0)::numeric)),
     CONSTRAINT settings_sms_daily_budget_check CHECK (((sms_daily_budget IS NULL) OR ((jsonb_typeof(sms_daily_budget) = 'object'::text) AND (NOT jsonb_path_exists(sms_daily_budget, '$.*?(@.type() != "number" || @ < 0)'::jsonpath))))),
     CONSTRAINT settings_snooze_minutes_check CHECK (((snooze_minutes >= 1) AND (snooze_minutes <= 60)))
 );
@@ -651,6 +673,7 @@ CREATE TABLE public.notification_logs (
     reason_code text,
     experiment_id bigint,
     arm text,
+    planned_send_at timestamp with time zone,
     CONSTRAINT notification_logs_channel CHECK ((((channel)::text = ANY ((ARRAY['push'::character varying, 'sms'::character varying])::text[])) OR ((channel IS NULL) AND ((status)::text = ANY ((ARRAY['queued'::character varying, 'skipped'::character varying, 'cancelled'::character varying, 'failed'::character varying])::text[]))))),
     CONSTRAINT notification_logs_channel_when_sent CHECK (((channel IS NOT NULL) OR ((status)::text = ANY ((ARRAY['queued'::character varying, 'sending'::character varying, 'skipped'::character varying, 'cancelled'::character varying, 'failed'::character varying])::text[])))),
     CONSTRAINT notification_logs_planned CHECK ((((status)::text <> ALL ((ARRAY['queued'::character varying, 'sending'::character varying])::text[])) OR ((send_at IS NOT NULL) AND (call_id IS NOT NULL)))),
@@ -826,7 +849,9 @@ CREATE TABLE precall.dispatchers (
     stopped_at timestamp with time zone,
     backend_pid integer,
     backend_start timestamp with time zone,
-    session_at timestamp with time zone
+    session_at timestamp with time zone,
+    push_rate_per_s numeric,
+    sms_rate_per_s numeric
 );
 
 
@@ -1020,6 +1045,22 @@ CREATE FUNCTION precall.heartbeat(p_name text, p_hostname text, p_pid integer, p
     ON CONFLICT (name) DO UPDATE
         SET heartbeat_at = clock_timestamp(),
             stopped_at = CASE WHEN p_stopped THEN clock_timestamp() END
+$$;
+
+
+--
+-- Name: heartbeat(text, text, integer, boolean, numeric, numeric); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.heartbeat(p_name text, p_hostname text, p_pid integer, p_stopped boolean, p_push_rate_per_s numeric, p_sms_rate_per_s numeric) RETURNS void
+    LANGUAGE sql
+    AS $$
+    INSERT INTO precall.dispatchers (name, hostname, pid, push_rate_per_s, sms_rate_per_s)
+    VALUES (p_name, p_hostname, p_pid, p_push_rate_per_s, p_sms_rate_per_s)
+    ON CONFLICT (name) DO UPDATE
+        SET heartbeat_at = clock_timestamp(),
+            stopped_at = CASE WHEN p_stopped THEN clock_timestamp() END,
+            push_rate_per_s = excluded.push_rate_per_s, sms_rate_per_s = excluded.sms_rate_per_s
 $$;
 
 
@@ -1354,6 +1395,7 @@ DECLARE
     v_planned integer;
     v_next timestamptz;
     v_experiments boolean;
+    v_moved timestamptz;
 BEGIN
     IF cardinality(p_call_ids) = 0 THEN
         RETURN 0;
@@ -1383,7 +1425,7 @@ BEGIN
             ON CONFLICT DO NOTHING
         ), inserted AS (
             INSERT INTO notification_logs (user_id, call_id, type, channel, status, reason, send_at, planned_for,
-                                           experiment_id, arm)
+                                           experiment_id, arm, planned_send_at)
             SELECT cd.user_id, cd.call_id, coalesce(cd.type, 'preview_push'),
                    CASE cd.type WHEN 'preview_sms' THEN 'sms' WHEN 'preview_push' THEN 'push' END,
                    CASE WHEN cd.no_preview OR cd.scheduled_at - $1 < $4 THEN 'skipped' ELSE 'queued' END,
@@ -1395,7 +1437,7 @@ BEGIN
                         WHEN cd.scheduled_at - $1 < $4
                         THEN format('too_late: planned %%s before the call, cut-off is %%s',
                                     date_trunc('second', cd.scheduled_at - $1), $4) END,
-                   cd.send_at, cd.scheduled_at, cd.experiment_id, cd.arm
+                   cd.send_at, cd.scheduled_at, cd.experiment_id, cd.arm, cd.send_at
             FROM candidates cd
             WHERE NOT EXISTS (
                 SELECT 1 FROM notification_logs n
@@ -1418,10 +1460,15 @@ BEGIN
         FROM inserted
     $q$, v_source)
     INTO v_planned, v_next
-    USING p_now, v_settings.lookahead, v_max_lead, v_settings.min_notice, p_call_ids, v_experiments;
+    -- Planning looks max_early further ahead, so that a preview the smoothing moves earlier is
+    -- still planned before its new send_at.
+    USING p_now, v_settings.lookahead + v_settings.max_early, v_max_lead, v_settings.min_notice, p_call_ids,
+          v_experiments;
 
-    IF v_planned > 0 THEN
-        PERFORM precall.notify_due(v_planned, v_next);
+    -- A separate statement: it must see the rows just inserted.
+    v_moved := precall.smooth_sends(p_call_ids);
+    IF v_planned > 0 OR v_moved IS NOT NULL THEN
+        PERFORM precall.notify_due(v_planned, least(v_next, v_moved));
     END IF;
     RETURN v_planned;
 END
@@ -1503,6 +1550,20 @@ CREATE FUNCTION precall.previews_at_risk(p_per_second numeric, p_channel text DE
     FROM projected p CROSS JOIN precall.settings s
     WHERE p.projected_at > p.scheduled_at - s.min_notice
     ORDER BY p.send_at, p.id
+$$;
+
+
+--
+-- Name: previews_beyond_capacity(text); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.previews_beyond_capacity(p_channel text) RETURNS TABLE(id uuid, call_id uuid, planned_send_at timestamp with time zone, send_at timestamp with time zone, needed_early interval)
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT l.id, l.call_id, l.planned_send_at, l.send_at, l.planned_send_at - l.laid_out
+    FROM precall.send_layout(p_channel) l CROSS JOIN precall.settings s
+    WHERE l.laid_out < l.planned_send_at - s.max_early
+    ORDER BY l.planned_send_at, l.id
 $$;
 
 
@@ -1975,8 +2036,11 @@ BEGIN
     IF v_push.delivered_at IS NULL THEN
         UPDATE notification_logs
         SET status = 'cancelled', reason = format('receipt_arrived: push delivered at %s', p_at),
-            updated_at = clock_timestamp()
-        WHERE parent_id = p_notification_id AND type = 'fallback_sms' AND status = 'queued';
+            updated_at = clock_timestamp(),
+            lease_owner = NULL, lease_expires_at = NULL
+        -- claimed ahead but not attempted yet: still stoppable (precall.start_attempts)
+        WHERE parent_id = p_notification_id AND type = 'fallback_sms'
+          AND (status = 'queued' OR (status = 'sending' AND attempted_at IS NULL));
         SELECT EXISTS (
             SELECT 1 FROM notification_logs
             WHERE parent_id = p_notification_id AND type = 'fallback_sms'
@@ -2270,6 +2334,89 @@ $$;
 
 
 --
+-- Name: send_capacity(text); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.send_capacity(p_channel text) RETURNS numeric
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT least(CASE p_channel WHEN 'sms' THEN s.sms_capacity_per_s ELSE s.push_capacity_per_s END,
+                 (SELECT CASE WHEN count(*) > 0 AND count(*) = count(r.rate) THEN sum(r.rate) END
+                  FROM precall.dispatchers d
+                  CROSS JOIN LATERAL (SELECT CASE p_channel WHEN 'sms' THEN d.sms_rate_per_s
+                                                            ELSE d.push_rate_per_s END AS rate) r
+                  WHERE d.stopped_at IS NULL AND d.heartbeat_at > clock_timestamp() - s.heartbeat_max_age))
+    FROM precall.settings s
+$$;
+
+
+--
+-- Name: send_layout(text); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.send_layout(p_channel text) RETURNS TABLE(id uuid, call_id uuid, send_at timestamp with time zone, planned_send_at timestamp with time zone, laid_out timestamp with time zone)
+    LANGUAGE sql STABLE
+    AS $$
+    WITH gap AS (
+        SELECT make_interval(secs => (1 / precall.send_capacity(p_channel))::double precision) AS gap
+    ), q AS (
+        SELECT n.id, n.call_id, n.send_at, n.planned_send_at,
+               row_number() OVER (ORDER BY n.planned_send_at DESC, n.planned_for DESC, n.id DESC) AS k
+        FROM notification_logs n
+        WHERE n.status = 'queued' AND n.channel = p_channel AND n.planned_send_at IS NOT NULL
+    )
+    SELECT q.id, q.call_id, q.send_at, q.planned_send_at,
+           min(q.planned_send_at + q.k * gap.gap) OVER (ORDER BY q.k ROWS UNBOUNDED PRECEDING) - q.k * gap.gap
+    FROM q CROSS JOIN gap
+$$;
+
+
+--
+-- Name: smooth_sends(uuid[]); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.smooth_sends(p_call_ids uuid[] DEFAULT NULL::uuid[]) RETURNS timestamp with time zone
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_channel text;
+    v_max_early interval := (SELECT max_early FROM precall.settings);
+    v_moved timestamptz;
+    v_earliest timestamptz;
+BEGIN
+    FOREACH v_channel IN ARRAY ARRAY['push', 'sms'] LOOP
+        IF p_call_ids IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM notification_logs n
+            WHERE n.call_id = ANY (p_call_ids) AND n.status = 'queued' AND n.channel = v_channel
+              AND n.planned_send_at IS NOT NULL
+              AND (SELECT count(*) FROM notification_logs m
+                   WHERE m.status IN ('queued', 'sending') AND m.channel = v_channel
+                     AND m.send_at > n.send_at - interval '1 second' AND m.send_at <= n.send_at)
+                  > precall.send_capacity(v_channel)) THEN
+            CONTINUE;
+        END IF;
+        -- One layout at a time per channel (two would undo each other's moves).
+        PERFORM pg_advisory_xact_lock(hashtext('precall.smooth_sends'), hashtext(v_channel));
+        WITH lockable AS (
+            SELECT n.id, greatest(l.laid_out, l.planned_send_at - v_max_early) AS smoothed, l.send_at AS was
+            FROM precall.send_layout(v_channel) l JOIN notification_logs n ON n.id = l.id
+            WHERE greatest(l.laid_out, l.planned_send_at - v_max_early) <> l.send_at AND n.status = 'queued'
+            FOR UPDATE OF n SKIP LOCKED
+        ), moved AS (
+            UPDATE notification_logs n SET send_at = lk.smoothed, updated_at = clock_timestamp()
+            FROM lockable lk
+            WHERE n.id = lk.id
+            RETURNING n.send_at, lk.was
+        )
+        SELECT min(moved.send_at) FILTER (WHERE moved.send_at < moved.was) INTO v_earliest FROM moved;
+        v_moved := least(v_moved, v_earliest);
+    END LOOP;
+    RETURN v_moved;
+END
+$$;
+
+
+--
 -- Name: sms_budget_reached(text); Type: FUNCTION; Schema: precall; Owner: -
 --
 
@@ -2330,6 +2477,19 @@ CREATE FUNCTION precall.sms_reply_action(p_body text) RETURNS text
                WHEN '2' THEN 'snooze' WHEN 'LATER' THEN 'snooze' WHEN 'PLUSTARD' THEN 'snooze'
                WHEN '3' THEN 'skip' WHEN 'SKIP' THEN 'skip' WHEN 'ANNULER' THEN 'skip'
            END
+$$;
+
+
+--
+-- Name: start_attempts(text, uuid[]); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.start_attempts(p_worker text, p_ids uuid[]) RETURNS SETOF uuid
+    LANGUAGE sql
+    AS $$
+    UPDATE notification_logs SET attempted_at = coalesce(attempted_at, clock_timestamp())
+    WHERE id = ANY (p_ids) AND status = 'sending' AND lease_owner = p_worker
+    RETURNING id
 $$;
 
 
@@ -2467,7 +2627,7 @@ BEGIN
     PERFORM precall.plan_calls(ARRAY(
         SELECT id FROM new_calls
         WHERE status = 'pending'
-          AND scheduled_at <= clock_timestamp() + (SELECT max_lead + lookahead FROM precall.settings)));
+          AND scheduled_at <= clock_timestamp() + (SELECT max_lead + lookahead + max_early FROM precall.settings)));
     RETURN NULL;
 END
 $$;
@@ -2563,7 +2723,8 @@ DECLARE
 BEGIN
     FOR v_call IN
         SELECT DISTINCT n.call_id FROM notification_logs n
-        WHERE n.user_id = NEW.id AND n.status = 'queued' AND n.type IN ('preview_push', 'preview_sms')
+        WHERE n.user_id = NEW.id AND n.type IN ('preview_push', 'preview_sms')
+          AND (n.status = 'queued' OR (n.status = 'sending' AND n.attempted_at IS NULL))
     LOOP
         PERFORM precall.cancel_unsent(v_call, v_reason, false);
         v_calls := v_calls || v_call;
@@ -2573,7 +2734,7 @@ BEGIN
         SELECT c.id FROM scheduled_calls c
         WHERE c.user_id = NEW.id AND c.status = 'pending'
           AND c.scheduled_at > clock_timestamp()
-          AND c.scheduled_at <= clock_timestamp() + (SELECT max_lead + lookahead FROM precall.settings));
+          AND c.scheduled_at <= clock_timestamp() + (SELECT max_lead + lookahead + max_early FROM precall.settings));
     PERFORM precall.plan_calls(v_calls);
     RETURN NULL;
 END

@@ -167,8 +167,8 @@ def test_adopted_varchar_columns_still_send(empty_db, start_dispatcher, fake_fcm
 def test_dispatcher_survives_a_database_error_in_one_tick(db, make, conn, start_dispatcher, fake_fcm) -> None:
     """A database error that is not a lost connection (here: a claim function that raises) is
     logged and retried; the daemon does not exit, and sends once the cause is gone."""
-    conn.execute("ALTER FUNCTION precall.claim_due_previews_v2(text, integer, text[]) RENAME TO claim_due_previews_saved")
-    conn.execute("CREATE FUNCTION precall.claim_due_previews_v2(p_worker text, p_limit integer, p_gone text[])"
+    conn.execute("ALTER FUNCTION precall.claim_due_previews_v3(text, integer, text[], boolean) RENAME TO claim_due_previews_saved")
+    conn.execute("CREATE FUNCTION precall.claim_due_previews_v3(p_worker text, p_limit integer, p_gone text[], p_ahead boolean)"
                  " RETURNS TABLE (id uuid)"
                  " LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'broken on purpose'; END $$")
     uid = make.user(fcm_token="tok-survive", push_enabled=True, notification_lead_min=1)
@@ -177,7 +177,7 @@ def test_dispatcher_survives_a_database_error_in_one_tick(db, make, conn, start_
     d.wait_for_log("broken on purpose", timeout=15)
     time.sleep(1)
     assert d.proc.poll() is None, "the dispatcher exited on a database error"
-    conn.execute("DROP FUNCTION precall.claim_due_previews_v2(text, integer, text[])")
-    conn.execute("ALTER FUNCTION precall.claim_due_previews_saved(text, integer, text[]) RENAME TO claim_due_previews_v2")
+    conn.execute("DROP FUNCTION precall.claim_due_previews_v3(text, integer, text[], boolean)")
+    conn.execute("ALTER FUNCTION precall.claim_due_previews_saved(text, integer, text[], boolean) RENAME TO claim_due_previews_v3")
     wait_until(lambda: fake_fcm.state.accepted(), timeout=15)
     assert [r.message["token"] for r in fake_fcm.state.accepted()] == ["tok-survive"]

@@ -48,9 +48,9 @@ def test_the_verdict_and_the_row_shape_are_inlined_into_the_claim(conn, make) ->
     uid = make.user(fcm_token="tok-1", push_enabled=True, notification_lead_min=1)
     make.call(uid, in_seconds=50)
     with explained(conn) as plans:
-        [claimed] = conn.execute("SELECT * FROM precall.claim_due_previews_v2('w', 10)").fetchall()
+        [claimed] = conn.execute("SELECT * FROM precall.claim_due_previews_v3('w', 10, NULL, true)").fetchall()
     functions = {n.get("Function Name") for p in plans for n in nodes(p["Plan"]) if n["Node Type"] == "Function Scan"}
-    assert functions == {"claim_due_previews_v2"}, functions  # the outer call only
+    assert functions == {"claim_due_previews_v3"}, functions  # the outer call only
     assert claimed[0] is not None
 
 

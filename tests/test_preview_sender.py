@@ -94,6 +94,12 @@ class Outcomes:
     devices_left: int = 0
     writes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     renewed: list[uuid.UUID] = field(default_factory=list)
+    cancelled: set[uuid.UUID] = field(default_factory=set)  # rows cancelled after their claim
+    attempts: list[uuid.UUID] = field(default_factory=list)  # start_attempt calls, in order
+
+    async def start_attempt(self, notification_id: uuid.UUID, worker: str) -> bool:
+        self.attempts.append(notification_id)
+        return notification_id not in self.cancelled
 
     async def sent(self, row: dict[str, Any]) -> None:
         self.writes.append(("sent", row))
@@ -429,3 +435,37 @@ def test_a_variant_arm_changes_the_texts_and_a_missing_one_falls_back() -> None:
     r.run(preview(variant="nope"))
     [(_, request, _)] = r.push.sent
     assert request.title == "Coach Max is calling in 5 min! 💪"
+
+
+def test_a_row_claimed_ahead_leaves_at_its_send_at_not_before() -> None:
+    """claim_ahead: the row comes 150 ms before its send_at; the request leaves on the instant,
+    after the database re-read it (one start_attempt), and attempted_at is the instant."""
+    r = rig()
+    row = preview(send_at=T0 + timedelta(milliseconds=150))
+    r.run(row)
+    [(at, _, _)] = r.push.sent
+    assert at == row.send_at
+    assert r.outcomes.attempts == [row.id]
+    [(kind, written)] = r.outcomes.writes
+    assert kind == "sent" and written["attempted_at"] == row.send_at
+
+
+def test_a_row_cancelled_after_its_claim_is_not_sent() -> None:
+    """A cancel inside the claim-ahead window: start_attempt finds the row gone; no provider call
+    and no write (the cancel wrote the row's outcome)."""
+    r = rig()
+    row = preview(send_at=T0 + timedelta(milliseconds=150))
+    r.outcomes.cancelled.add(row.id)
+    r.run(row)
+    assert r.push.sent == [] and r.sms.sent == []
+    assert r.outcomes.writes == []
+
+
+def test_a_retried_push_re_reads_the_row_once() -> None:
+    """The re-read is per row, not per provider call: a retry after a transient error does not
+    ask again (the row is attempted: a cancel can no longer stop it)."""
+    r = rig(push=[Transient("UNAVAILABLE", "503"), None])
+    row = preview()
+    r.run(row)
+    assert len(r.push.sent) == 2
+    assert r.outcomes.attempts == [row.id]

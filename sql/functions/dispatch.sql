@@ -30,6 +30,20 @@ AS $function$
             stopped_at = CASE WHEN p_stopped THEN clock_timestamp() END
 $function$;
 
+-- Upserts a dispatcher's heartbeat with its pacing: its configured rate per channel (NULL:
+-- unpaced), which caps precall.send_capacity() while every live dispatcher is paced.
+CREATE OR REPLACE FUNCTION precall.heartbeat(p_name text, p_hostname text, p_pid integer, p_stopped boolean, p_push_rate_per_s numeric, p_sms_rate_per_s numeric)
+ RETURNS void
+ LANGUAGE sql
+AS $function$
+    INSERT INTO precall.dispatchers (name, hostname, pid, push_rate_per_s, sms_rate_per_s)
+    VALUES (p_name, p_hostname, p_pid, p_push_rate_per_s, p_sms_rate_per_s)
+    ON CONFLICT (name) DO UPDATE
+        SET heartbeat_at = clock_timestamp(),
+            stopped_at = CASE WHEN p_stopped THEN clock_timestamp() END,
+            push_rate_per_s = excluded.push_rate_per_s, sms_rate_per_s = excluded.sms_rate_per_s
+$function$;
+
 -- The inputs a preview is built from, shaped like claim_due_previews() (casts as there).
 CREATE OR REPLACE FUNCTION precall.preview_inputs(p_call_id uuid)
  RETURNS TABLE(call_id uuid, user_id uuid, call_status text, scheduled_at timestamp with time zone, topic text, phone_number text, locale text, coach_name text, current_streak integer, fcm_token text, platform text, push_enabled boolean, notification_pref text, sms_opted_out boolean)
@@ -185,8 +199,10 @@ $function$;
 -- Claims up to p_limit due previews for p_worker. In the same transaction, rows whose call is no
 -- longer pending, has moved, is too close, whose receipt arrived (fallback) or which ran out of
 -- attempts get their final status and reason (precall.claim_verdict); only the rows to send are
--- returned.
-CREATE OR REPLACE FUNCTION precall.claim_due_previews_v2(p_worker text, p_limit integer, p_gone text[] DEFAULT NULL::text[])
+-- returned. With p_ahead, rows due within precall.settings.claim_ahead are claimed too: the
+-- dispatcher builds their requests, waits for send_at, then marks them attempted
+-- (precall.start_attempts) - until then a cancel still stops them.
+CREATE OR REPLACE FUNCTION precall.claim_due_previews_v3(p_worker text, p_limit integer, p_gone text[], p_ahead boolean)
  RETURNS SETOF precall.claimed_preview
  LANGUAGE plpgsql
  SET jit TO 'off'
@@ -202,7 +218,7 @@ BEGIN
         SELECT n.id
         FROM notification_logs n
         WHERE n.status IN ('queued', 'sending')
-          AND n.send_at <= v_now
+          AND n.send_at <= v_now + CASE WHEN p_ahead THEN v_settings.claim_ahead ELSE interval '0' END
           AND (n.status = 'queued' OR n.lease_expires_at < v_now OR n.lease_owner = ANY (v_gone))
         ORDER BY n.send_at
         LIMIT p_limit
@@ -245,6 +261,26 @@ BEGIN
     WHERE (cl.n).status = 'sending'
     ORDER BY p.send_at;
 END
+$function$;
+
+-- The previous release's claim (no claim-ahead): kept for its dispatchers during a rolling upgrade.
+CREATE OR REPLACE FUNCTION precall.claim_due_previews_v2(p_worker text, p_limit integer, p_gone text[] DEFAULT NULL::text[])
+ RETURNS SETOF precall.claimed_preview
+ LANGUAGE sql
+AS $function$
+    SELECT * FROM precall.claim_due_previews_v3(p_worker, p_limit, p_gone, false)
+$function$;
+
+-- Right before the provider call: the rows p_worker still holds are marked attempted and
+-- returned. A row missing from the result was cancelled (a claimed row stays cancellable until
+-- this mark: precall.cancel_unsent) or taken over since its claim, and must not be sent.
+CREATE OR REPLACE FUNCTION precall.start_attempts(p_worker text, p_ids uuid[])
+ RETURNS SETOF uuid
+ LANGUAGE sql
+AS $function$
+    UPDATE notification_logs SET attempted_at = coalesce(attempted_at, clock_timestamp())
+    WHERE id = ANY (p_ids) AND status = 'sending' AND lease_owner = p_worker
+    RETURNING id
 $function$;
 
 -- The previous release's name and declared result (the same columns): kept for its dispatchers

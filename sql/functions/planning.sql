@@ -39,6 +39,7 @@ DECLARE
     v_planned integer;
     v_next timestamptz;
     v_experiments boolean;
+    v_moved timestamptz;
 BEGIN
     IF cardinality(p_call_ids) = 0 THEN
         RETURN 0;
@@ -68,7 +69,7 @@ BEGIN
             ON CONFLICT DO NOTHING
         ), inserted AS (
             INSERT INTO notification_logs (user_id, call_id, type, channel, status, reason, send_at, planned_for,
-                                           experiment_id, arm)
+                                           experiment_id, arm, planned_send_at)
             SELECT cd.user_id, cd.call_id, coalesce(cd.type, 'preview_push'),
                    CASE cd.type WHEN 'preview_sms' THEN 'sms' WHEN 'preview_push' THEN 'push' END,
                    CASE WHEN cd.no_preview OR cd.scheduled_at - $1 < $4 THEN 'skipped' ELSE 'queued' END,
@@ -80,7 +81,7 @@ BEGIN
                         WHEN cd.scheduled_at - $1 < $4
                         THEN format('too_late: planned %%s before the call, cut-off is %%s',
                                     date_trunc('second', cd.scheduled_at - $1), $4) END,
-                   cd.send_at, cd.scheduled_at, cd.experiment_id, cd.arm
+                   cd.send_at, cd.scheduled_at, cd.experiment_id, cd.arm, cd.send_at
             FROM candidates cd
             WHERE NOT EXISTS (
                 SELECT 1 FROM notification_logs n
@@ -103,12 +104,121 @@ BEGIN
         FROM inserted
     $q$, v_source)
     INTO v_planned, v_next
-    USING p_now, v_settings.lookahead, v_max_lead, v_settings.min_notice, p_call_ids, v_experiments;
+    -- Planning looks max_early further ahead, so that a preview the smoothing moves earlier is
+    -- still planned before its new send_at.
+    USING p_now, v_settings.lookahead + v_settings.max_early, v_max_lead, v_settings.min_notice, p_call_ids,
+          v_experiments;
 
-    IF v_planned > 0 THEN
-        PERFORM precall.notify_due(v_planned, v_next);
+    -- A separate statement: it must see the rows just inserted.
+    v_moved := precall.smooth_sends(p_call_ids);
+    IF v_planned > 0 OR v_moved IS NOT NULL THEN
+        PERFORM precall.notify_due(v_planned, least(v_next, v_moved));
     END IF;
     RETURN v_planned;
+END
+$function$;
+
+-- The fleet's sustained send rate on a channel, previews per second: precall.settings'
+-- push_capacity_per_s / sms_capacity_per_s, capped by what the live dispatchers report when every
+-- one of them is paced on that channel (their summed PRECALL_FCM_RATE_PER_S / _TWILIO_).
+CREATE OR REPLACE FUNCTION precall.send_capacity(p_channel text)
+ RETURNS numeric
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT least(CASE p_channel WHEN 'sms' THEN s.sms_capacity_per_s ELSE s.push_capacity_per_s END,
+                 (SELECT CASE WHEN count(*) > 0 AND count(*) = count(r.rate) THEN sum(r.rate) END
+                  FROM precall.dispatchers d
+                  CROSS JOIN LATERAL (SELECT CASE p_channel WHEN 'sms' THEN d.sms_rate_per_s
+                                                            ELSE d.push_rate_per_s END AS rate) r
+                  WHERE d.stopped_at IS NULL AND d.heartbeat_at > clock_timestamp() - s.heartbeat_max_age))
+    FROM precall.settings s
+$function$;
+
+-- Burst smoothing. On a channel, the queued previews laid out latest first, each at its
+-- planned_send_at or 1/capacity before the next one, whichever is earlier:
+--     s_1 = p_1,  s_k = min(p_k, s_(k-1) - gap)  =  min over j <= k of (p_j + j*gap) - k*gap
+-- (a running minimum: one window function, no loop). At equal planned times the earlier call
+-- leaves first. `laid_out` is that time before the max_early floor: a row whose laid_out is
+-- earlier than planned_send_at - max_early does not fit (precall.smooth_sends keeps it at the
+-- floor; `precall capacity` and `doctor` report it). The layout depends only on the planned
+-- times of what is still queued.
+CREATE OR REPLACE FUNCTION precall.send_layout(p_channel text)
+ RETURNS TABLE(id uuid, call_id uuid, send_at timestamp with time zone, planned_send_at timestamp with time zone, laid_out timestamp with time zone)
+ LANGUAGE sql
+ STABLE
+AS $function$
+    WITH gap AS (
+        SELECT make_interval(secs => (1 / precall.send_capacity(p_channel))::double precision) AS gap
+    ), q AS (
+        SELECT n.id, n.call_id, n.send_at, n.planned_send_at,
+               row_number() OVER (ORDER BY n.planned_send_at DESC, n.planned_for DESC, n.id DESC) AS k
+        FROM notification_logs n
+        WHERE n.status = 'queued' AND n.channel = p_channel AND n.planned_send_at IS NOT NULL
+    )
+    SELECT q.id, q.call_id, q.send_at, q.planned_send_at,
+           min(q.planned_send_at + q.k * gap.gap) OVER (ORDER BY q.k ROWS UNBOUNDED PRECEDING) - q.k * gap.gap
+    FROM q CROSS JOIN gap
+$function$;
+
+-- The queued previews the fleet's capacity cannot send in time even max_early earlier than
+-- planned: their layout needed them needed_early before planned_send_at. They wait at the
+-- floor (planned_send_at - max_early) and leave as fast as the dispatchers go.
+CREATE OR REPLACE FUNCTION precall.previews_beyond_capacity(p_channel text)
+ RETURNS TABLE(id uuid, call_id uuid, planned_send_at timestamp with time zone, send_at timestamp with time zone, needed_early interval)
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT l.id, l.call_id, l.planned_send_at, l.send_at, l.planned_send_at - l.laid_out
+    FROM precall.send_layout(p_channel) l CROSS JOIN precall.settings s
+    WHERE l.laid_out < l.planned_send_at - s.max_early
+    ORDER BY l.planned_send_at, l.id
+$function$;
+
+-- Moves queued previews to their layout (precall.send_layout) within max_early: a burst's
+-- excess leaves earlier, never later. Re-running it moves nothing already placed unless previews
+-- were added (earlier ones move earlier) or cancelled (they move back toward planned_send_at).
+-- Rows another transaction holds (being claimed, cancelled) are skipped, never waited for. The
+-- cron run lays out every queued row; a trigger (p_call_ids) only when one of its rows landed
+-- in a full second. Returns the earliest send_at a row was moved earlier to (NOTIFY's hint).
+CREATE OR REPLACE FUNCTION precall.smooth_sends(p_call_ids uuid[] DEFAULT NULL)
+ RETURNS timestamp with time zone
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    v_channel text;
+    v_max_early interval := (SELECT max_early FROM precall.settings);
+    v_moved timestamptz;
+    v_earliest timestamptz;
+BEGIN
+    FOREACH v_channel IN ARRAY ARRAY['push', 'sms'] LOOP
+        IF p_call_ids IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM notification_logs n
+            WHERE n.call_id = ANY (p_call_ids) AND n.status = 'queued' AND n.channel = v_channel
+              AND n.planned_send_at IS NOT NULL
+              AND (SELECT count(*) FROM notification_logs m
+                   WHERE m.status IN ('queued', 'sending') AND m.channel = v_channel
+                     AND m.send_at > n.send_at - interval '1 second' AND m.send_at <= n.send_at)
+                  > precall.send_capacity(v_channel)) THEN
+            CONTINUE;
+        END IF;
+        -- One layout at a time per channel (two would undo each other's moves).
+        PERFORM pg_advisory_xact_lock(hashtext('precall.smooth_sends'), hashtext(v_channel));
+        WITH lockable AS (
+            SELECT n.id, greatest(l.laid_out, l.planned_send_at - v_max_early) AS smoothed, l.send_at AS was
+            FROM precall.send_layout(v_channel) l JOIN notification_logs n ON n.id = l.id
+            WHERE greatest(l.laid_out, l.planned_send_at - v_max_early) <> l.send_at AND n.status = 'queued'
+            FOR UPDATE OF n SKIP LOCKED
+        ), moved AS (
+            UPDATE notification_logs n SET send_at = lk.smoothed, updated_at = clock_timestamp()
+            FROM lockable lk
+            WHERE n.id = lk.id
+            RETURNING n.send_at, lk.was
+        )
+        SELECT min(moved.send_at) FILTER (WHERE moved.send_at < moved.was) INTO v_earliest FROM moved;
+        v_moved := least(v_moved, v_earliest);
+    END LOOP;
+    RETURN v_moved;
 END
 $function$;
 
@@ -132,7 +242,7 @@ AS $function$
     SELECT precall.plan_calls(NULL, p_now)
 $function$;
 
--- Cancels the unsent previews (and optionally the call job) of one call, leaving the reason.
+-- Cancels the unsent previews - queued, or claimed and not attempted yet - (and optionally the call job) of one call, leaving the reason.
 CREATE OR REPLACE FUNCTION precall.cancel_unsent(p_call_id uuid, p_reason text, p_with_call_job boolean)
  RETURNS integer
  LANGUAGE plpgsql
@@ -140,10 +250,13 @@ AS $function$
 DECLARE
     v_count integer;
 BEGIN
+    -- A row claimed ahead of its send_at (status 'sending', not attempted yet) is still unsent:
+    -- its dispatcher finds it gone at precall.start_attempts and sends nothing.
     UPDATE notification_logs
     SET status = 'cancelled', reason = p_reason, updated_at = now(),
         lease_owner = NULL, lease_expires_at = NULL
-    WHERE call_id = p_call_id AND status = 'queued';
+    WHERE call_id = p_call_id
+      AND (status = 'queued' OR (status = 'sending' AND attempted_at IS NULL));
     GET DIAGNOSTICS v_count = ROW_COUNT;
     IF p_with_call_job THEN
         UPDATE precall.call_jobs
@@ -164,7 +277,7 @@ BEGIN
     PERFORM precall.plan_calls(ARRAY(
         SELECT id FROM new_calls
         WHERE status = 'pending'
-          AND scheduled_at <= clock_timestamp() + (SELECT max_lead + lookahead FROM precall.settings)));
+          AND scheduled_at <= clock_timestamp() + (SELECT max_lead + lookahead + max_early FROM precall.settings)));
     RETURN NULL;
 END
 $function$;
@@ -210,7 +323,8 @@ DECLARE
 BEGIN
     FOR v_call IN
         SELECT DISTINCT n.call_id FROM notification_logs n
-        WHERE n.user_id = NEW.id AND n.status = 'queued' AND n.type IN ('preview_push', 'preview_sms')
+        WHERE n.user_id = NEW.id AND n.type IN ('preview_push', 'preview_sms')
+          AND (n.status = 'queued' OR (n.status = 'sending' AND n.attempted_at IS NULL))
     LOOP
         PERFORM precall.cancel_unsent(v_call, v_reason, false);
         v_calls := v_calls || v_call;
@@ -220,7 +334,7 @@ BEGIN
         SELECT c.id FROM scheduled_calls c
         WHERE c.user_id = NEW.id AND c.status = 'pending'
           AND c.scheduled_at > clock_timestamp()
-          AND c.scheduled_at <= clock_timestamp() + (SELECT max_lead + lookahead FROM precall.settings));
+          AND c.scheduled_at <= clock_timestamp() + (SELECT max_lead + lookahead + max_early FROM precall.settings));
     PERFORM precall.plan_calls(v_calls);
     RETURN NULL;
 END
@@ -275,7 +389,7 @@ CREATE OR REPLACE FUNCTION precall.calls_in_window(p_now timestamp with time zon
  STABLE
 AS $function$
     SELECT w.call_id
-    FROM precall.plan_window(p_now, (SELECT s.lookahead FROM precall.settings s),
+    FROM precall.plan_window(p_now, (SELECT s.lookahead + s.max_early FROM precall.settings s),
                              greatest(coalesce((SELECT max(u.notification_lead_min) FROM users u), 0),
                                       (SELECT max(a.lead_min) FROM precall.experiment_arms a
                                        JOIN precall.running_experiments(p_now) e ON e.id = a.experiment_id)),

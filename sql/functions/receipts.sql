@@ -45,8 +45,11 @@ BEGIN
     IF v_push.delivered_at IS NULL THEN
         UPDATE notification_logs
         SET status = 'cancelled', reason = format('receipt_arrived: push delivered at %s', p_at),
-            updated_at = clock_timestamp()
-        WHERE parent_id = p_notification_id AND type = 'fallback_sms' AND status = 'queued';
+            updated_at = clock_timestamp(),
+            lease_owner = NULL, lease_expires_at = NULL
+        -- claimed ahead but not attempted yet: still stoppable (precall.start_attempts)
+        WHERE parent_id = p_notification_id AND type = 'fallback_sms'
+          AND (status = 'queued' OR (status = 'sending' AND attempted_at IS NULL));
         SELECT EXISTS (
             SELECT 1 FROM notification_logs
             WHERE parent_id = p_notification_id AND type = 'fallback_sms'

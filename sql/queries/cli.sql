@@ -49,6 +49,13 @@ WHERE stopped_at IS NULL AND heartbeat_at > now() - (SELECT heartbeat_max_age FR
 -- queued_on_channel --
 SELECT count(*) FROM notification_logs WHERE status = 'queued' AND channel = %(channel)s
 
+-- send_capacity --
+-- The fleet's sustained rate on a channel as planning uses it (settings, capped by paced dispatchers).
+SELECT precall.send_capacity(%(channel)s)::float8
+
+-- previews_beyond_capacity --
+SELECT id, call_id, planned_send_at, send_at, needed_early FROM precall.previews_beyond_capacity(%(channel)s)
+
 -- previews_at_risk --
 SELECT * FROM precall.previews_at_risk(%(rate)s::numeric, %(channel)s)
 

@@ -2,20 +2,26 @@
 -- Each block starts with `-- name --`. A dispatcher of the previous release sends its own copy of
 -- this file's statements during a rolling upgrade (tests/test_rolling_upgrade.py).
 
--- claim_due_previews_v2 --
-SELECT * FROM precall.claim_due_previews_v2(%(worker)s, %(limit)s, %(gone)s::text[])
+-- claim_due_previews_v3 --
+-- Due previews, and those due within precall.settings.claim_ahead (sent at their send_at).
+SELECT * FROM precall.claim_due_previews_v3(%(worker)s, %(limit)s, %(gone)s::text[], true)
+
+-- start_attempts --
+SELECT id FROM precall.start_attempts(%(worker)s, %(ids)s::uuid[]) AS id
 
 -- next_due --
-SELECT preview_in, call_in FROM precall.next_due()
+-- A preview is claimable claim_ahead before its send_at.
+SELECT d.preview_in - extract(epoch FROM s.claim_ahead)::float8, d.call_in
+FROM precall.next_due() d, precall.settings s
 
 -- next_due_and_gone --
 -- next_due, and (about once a second) whether a gone dispatcher left rows: one statement, so an
 -- idle dispatcher's query rate does not grow.
-SELECT d.preview_in, d.call_in, g.owners, g.previews, g.calls,
+SELECT d.preview_in - extract(epoch FROM s.claim_ahead)::float8, d.call_in, g.owners, g.previews, g.calls,
        -- call events to deliver (queued, or a lease that ran out): claimed only when there are
        EXISTS (SELECT 1 FROM precall.call_events e
                WHERE e.status IN ('queued', 'firing') AND (e.status = 'queued' OR e.lease_expires_at < now())) AS events
-FROM precall.next_due() d, precall.left_by_gone_dispatchers() g
+FROM precall.next_due() d, precall.left_by_gone_dispatchers() g, precall.settings s
 
 -- claim_due_calls --
 SELECT * FROM precall.claim_due_calls(%(worker)s, %(limit)s, %(gone)s::text[])
@@ -42,7 +48,7 @@ SELECT precall.record_call_fired(%(call_id)s, %(worker)s, %(ok)s, %(outcome)s)
 SELECT pg_notify('precall_call_due', %(payload)s)
 
 -- heartbeat --
-SELECT precall.heartbeat(%(name)s, %(hostname)s, %(pid)s, %(stopped)s)
+SELECT precall.heartbeat(%(name)s, %(hostname)s, %(pid)s, %(stopped)s, %(push_rate)s::numeric, %(sms_rate)s::numeric)
 
 -- schedule_policy --
 -- The fleet's policy a sender follows, re-read with every heartbeat (precall.settings).
