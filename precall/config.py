@@ -140,6 +140,9 @@ class Config:
     sms_prices: dict[str, tuple[Decimal, str]] = field(default_factory=lambda: dict(DEFAULT_SMS_PRICES))
     receipt_secret: str | None = None  # required by from_env(); tests may leave it out
     android_message: AndroidMessage = "notification"
+    # direct: FCM v1 requests over aiohttp with firebase-admin's credentials and error mapping
+    # (dispatcher/providers/fcm_direct.py); sdk: firebase-admin's send_each_async.
+    fcm_transport: str = "direct"
 
     @property
     def session_options(self) -> str:
@@ -155,6 +158,7 @@ class Config:
             android_message=_choice(env, "PRECALL_ANDROID_MESSAGE", "notification",  # type: ignore[arg-type]
                                     ("notification", "data")),
             push_provider=_choice(env, "PRECALL_PUSH_PROVIDER", "fcm", ("fcm", "log")),  # type: ignore[arg-type]
+            fcm_transport=_choice(env, "PRECALL_FCM_TRANSPORT", "direct", ("direct", "sdk")),
             sms_provider=_choice(env, "PRECALL_SMS_PROVIDER", "twilio", ("twilio", "log")),  # type: ignore[arg-type]
             google_application_credentials=env.get("GOOGLE_APPLICATION_CREDENTIALS") or None,
             fcm_base_url=env.get("PRECALL_FCM_BASE_URL") or "https://fcm.googleapis.com",
@@ -352,7 +356,7 @@ KNOWN_VARIABLES = frozenset({
     "PRECALL_JWT_MAX_LIFETIME_S", "PRECALL_API_DB_POOL_MAX",
     "PRECALL_API_MAX_BODY_BYTES", "PRECALL_API_READ_TIMEOUT_S", "PRECALL_API_HOST", "PRECALL_API_PORT",
     "PRECALL_LOG_LEVEL", "PRECALL_FR_TYPOGRAPHY", "PRECALL_STATE_DIR", "PRECALL_TEST_DATABASE_URL",
-    "PRECALL_RECEIPT_SECRET", "PRECALL_RECEIPT_SECRET_PREVIOUS", "PRECALL_ANDROID_MESSAGE", "PRECALL_TWILIO_INBOUND_URL",
+    "PRECALL_RECEIPT_SECRET", "PRECALL_RECEIPT_SECRET_PREVIOUS", "PRECALL_ANDROID_MESSAGE", "PRECALL_FCM_TRANSPORT", "PRECALL_TWILIO_INBOUND_URL",
 })
 
 

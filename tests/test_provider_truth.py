@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import psycopg
+import pytest
 import psycopg.rows
 
 from plugins.processes import wait_until
@@ -23,8 +24,10 @@ def _push_user(make, token: str, **extra) -> str:
     return make.user(fcm_token=token, push_enabled=True, notification_lead_min=1, coach="Max", **extra)
 
 
-def test_a_revoked_access_token_is_refreshed_and_the_preview_still_goes(conn, make, fake_fcm, start_dispatcher) -> None:
-    start_dispatcher()
+@pytest.mark.parametrize("transport", ["direct", "sdk"])
+def test_a_revoked_access_token_is_refreshed_and_the_preview_still_goes(conn, make, fake_fcm, start_dispatcher,
+                                                                         transport) -> None:
+    start_dispatcher(PRECALL_FCM_TRANSPORT=transport)
     first = make.call(_push_user(make, "tok-before"), in_seconds=61)
     wait_until(lambda: len(fake_fcm.state.accepted()) == 1)
     tokens_before = fake_fcm.state.token_requests
@@ -37,13 +40,14 @@ def test_a_revoked_access_token_is_refreshed_and_the_preview_still_goes(conn, ma
     assert _rows(conn, first)[0]["status"] == "sent"
 
 
+@pytest.mark.parametrize("transport", ["direct", "sdk"])
 def test_refused_fcm_credentials_fail_the_push_and_path_c_sends_the_sms_at_once(
-        conn, make, fake_fcm, fake_twilio, start_dispatcher, tmp_path) -> None:
+        conn, make, fake_fcm, fake_twilio, start_dispatcher, tmp_path, transport) -> None:
     account = fake_fcm.credentials()
     del fake_fcm_module._TRUSTED_KEYS[account["client_email"]]  # the key was deleted in the console
     creds = tmp_path / "deleted-key.json"
     creds.write_text(json.dumps(account))
-    d = start_dispatcher(GOOGLE_APPLICATION_CREDENTIALS=str(creds))
+    d = start_dispatcher(GOOGLE_APPLICATION_CREDENTIALS=str(creds), PRECALL_FCM_TRANSPORT=transport)
     d.wait_for_log("FCM token warm-up failed")
     uid = _push_user(make, "tok-c", notification_pref="push_and_sms", phone_number="+15555550102")
     call = make.call(uid, in_seconds=62)
@@ -54,10 +58,11 @@ def test_refused_fcm_credentials_fail_the_push_and_path_c_sends_the_sms_at_once(
     assert fake_fcm.state.arrived() == [] and fake_fcm.state.token_refusals
 
 
-def test_fcm_retry_after_is_honoured(conn, make, fake_fcm, start_dispatcher) -> None:
+@pytest.mark.parametrize("transport", ["direct", "sdk"])
+def test_fcm_retry_after_is_honoured(conn, make, fake_fcm, start_dispatcher, transport) -> None:
     """429 with Retry-After: 2 — the retry comes 2 s later, not after precall's own 0.5 s."""
     fake_fcm.state.retry_after_s = 2
-    start_dispatcher()
+    start_dispatcher(PRECALL_FCM_TRANSPORT=transport)
     make.call(_push_user(make, "flaky-quota"), in_seconds=61)  # flaky-: 503 once, then accepted
     wait_until(lambda: len(fake_fcm.state.accepted()) == 1, timeout=20)
     first, second = fake_fcm.state.arrived()

@@ -1,4 +1,5 @@
-"""Push through firebase-admin's async API (HTTP v1), with the deadline carried to FCM and APNs."""
+"""Push through firebase-admin's async API (HTTP v1), with the deadline carried to FCM and APNs; the
+credentials and the error mapping both transports share (fcm_direct.py is the other)."""
 
 from __future__ import annotations
 
@@ -118,24 +119,34 @@ def classify(exc: Exception) -> Exception:
     return Transient(type(exc).__name__, str(exc))
 
 
+def load_credentials(credentials_path: str | None) -> tuple[credentials.Certificate, str]:
+    """The service account (firebase-admin's Certificate: it signs and refreshes the OAuth token)
+    and its project id; a one-line ConfigError when missing or unreadable."""
+    if not credentials_path:
+        raise ConfigError(
+            "PRECALL_PUSH_PROVIDER=fcm needs GOOGLE_APPLICATION_CREDENTIALS (a service-account JSON); "
+            "set PRECALL_PUSH_PROVIDER=log to run without push"
+        )
+    try:
+        with open(credentials_path, encoding="utf-8") as f:
+            info = json.load(f)
+        return credentials.Certificate(info), str(info["project_id"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"GOOGLE_APPLICATION_CREDENTIALS={credentials_path}: {exc}") from None
+
+
+def warm_up_failed(exc: BaseException) -> None:
+    logging.getLogger("precall.providers.fcm").warning("FCM token warm-up failed: %s", exc)
+
+
 class FcmPushSender:
+    """PRECALL_FCM_TRANSPORT=sdk: firebase-admin's send_each_async."""
+
     name = "fcm"
 
     def __init__(self, credentials_path: str | None, base_url: str, http_timeout_s: float,
                  in_flight: int = 64) -> None:
-        if not credentials_path:
-            raise ConfigError(
-                "PRECALL_PUSH_PROVIDER=fcm needs GOOGLE_APPLICATION_CREDENTIALS (a service-account JSON); "
-                "set PRECALL_PUSH_PROVIDER=log to run without push"
-            )
-        try:
-            with open(credentials_path, encoding="utf-8") as f:
-                info = json.load(f)
-            cred = credentials.Certificate(info)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"GOOGLE_APPLICATION_CREDENTIALS={credentials_path}: {exc}") from None
-        self.project_id = info["project_id"]
-        self._cred = cred
+        self._cred, self.project_id = load_credentials(credentials_path)
         self._base_url = base_url.rstrip("/")
         self._http_timeout_s = http_timeout_s
         self._in_flight = in_flight
@@ -165,7 +176,7 @@ class FcmPushSender:
         try:
             await asyncio.to_thread(self._cred.get_access_token)
         except Exception as exc:  # noqa: BLE001 - sends will retry the token; say why now
-            logging.getLogger("precall.providers.fcm").warning("FCM token warm-up failed: %s", exc)
+            warm_up_failed(exc)
 
     async def send(self, request: PushRequest, timeout: float) -> Accepted:
         assert self._app is not None, "start() first"
