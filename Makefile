@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PG_CRON_SO := $(wildcard /usr/lib/postgresql/*/lib/pg_cron.so)
 
-.PHONY: install system-deps schema test test-unit demo demo-down bench bench-planning bench-throughput bench-lateness bench-burst bench-sdk-ceiling bench-chaos bench-size typecheck clean
+.PHONY: install system-deps schema test test-unit demo demo-down bench bench-planning bench-throughput bench-throughput-fleet bench-lateness bench-lateness-provider bench-burst bench-sms-burst bench-receipts bench-sdk-ceiling bench-chaos bench-size typecheck clean
 
 install: system-deps $(STAMP)
 
@@ -53,16 +53,39 @@ bench: install
 bench-planning: install
 	$(BIN)/python bench/planning_cost.py
 
+# precall with each FCM transport, then the peer (PgQueuer), one process each, push only, 20,000
+# due at once: previews/s, CPU per preview, and the ratios, in one invocation.
 bench-throughput: install
-	$(BIN)/python -m pip install -q py-spy
-	$(BIN)/python bench/throughput.py --previews 50000 --profile
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python bench/throughput.py --previews 20000 --dispatchers 1 --sms-share 0 --runs direct,sdk,pgqueuer
+
+# The fleet figure: two dispatchers, 10% SMS, 50,000 due at once, one dispatcher profiled.
+bench-throughput-fleet: install
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python bench/throughput.py --previews 50000 --profile --out results_throughput_fleet.json
 
 bench-lateness: install
 	$(BIN)/python bench/throughput.py --previews 10000 --spread-s 600
 
-# 100,000 push previews due within one minute.
+# Lateness at the provider: 2,000 previews over 60 s, one dispatcher, the fake's arrival - send_at.
+bench-lateness-provider: install
+	$(BIN)/python bench/throughput.py --previews 2000 --spread-s 60 --dispatchers 1 --sms-share 0 --out results_lateness_provider.json
+
+# 100,000 push previews for calls at the same second, smoothed to CAPACITY/s (set it to what
+# bench-throughput measured): max_early = 100,000 / CAPACITY + 10 s.
+CAPACITY ?= 1000
 bench-burst: install
-	$(BIN)/python bench/throughput.py --previews 100000 --sms-share 0 --spread-s 60 --out results_burst.json
+	$(BIN)/python bench/throughput.py --previews 100000 --dispatchers 1 --sms-share 0 --capacity $(CAPACITY) \
+		--max-early $$(( 100000 / $(CAPACITY) + 10 )) --out results_burst.json
+
+# 90 SMS due together at a 1/s long code (sms_capacity_per_s = 1).
+bench-sms-burst: install
+	$(BIN)/python bench/throughput.py --previews 90 --dispatchers 1 --sms-share 1 --capacity 1 --max-early 120 \
+		--out results_sms_burst.json
+
+# Receipts/s and p99 of `precall api --workers 2` beside the dispatcher's push rate, one invocation.
+bench-receipts: install
+	$(BIN)/python bench/receipts.py --previews 20000 --workers 2 --clients 50
 
 bench-sdk-ceiling: install
 	$(BIN)/python bench/sdk_ceiling.py

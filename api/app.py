@@ -55,3 +55,8 @@ def create_app(config: ApiConfig) -> FastAPI:
         return Health()
 
     return app
+
+
+def app_from_env() -> FastAPI:
+    """The app as `precall api --workers N` starts it in each worker process."""
+    return create_app(ApiConfig.from_env())

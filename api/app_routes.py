@@ -99,15 +99,14 @@ async def receipt(notification_id: uuid.UUID, body: Receipt, caller: ReceiptCall
     `data.receipt_token` in `X-Precall-Receipt` (an Android background handler, an iOS
     Notification Service Extension): a token that does not verify for this notification → 401."""
     async with request.app.state.pool.connection() as conn:
-        outcome = await store.record_push_receipt(conn, notification_id, body.event, body.at, caller.user_id,
-                                                  caller.device_id)
+        outcome, state = await store.record_push_receipt(conn, notification_id, body.event, body.at,
+                                                         caller.user_id, caller.device_id)
         if caller.device_id is not None and outcome in _RECEIPT_ERRORS:
             # The token verified, yet names nothing we hold (pruned): as for any token that fails.
             raise receipt_unauthorized()
         if outcome in _RECEIPT_ERRORS:
             status, code, detail = _RECEIPT_ERRORS[outcome]
             raise ApiError(status, code, detail)
-        state = await store.receipt_state(conn, notification_id)
     return ReceiptRecorded(status="duplicate" if outcome == "duplicate" else "recorded", late=state.late,
                            delivered_at=state.delivered_at, opened_at=state.opened_at)
 

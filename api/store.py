@@ -87,18 +87,14 @@ async def devices(conn: AsyncConnection[Any], user_id: uuid.UUID) -> list[dict[s
 
 async def record_push_receipt(conn: AsyncConnection[Any], notification_id: uuid.UUID, event: str,
                               at: datetime | None, user_id: uuid.UUID | None,
-                              device_id: int | None = None) -> ReceiptOutcome:
-    """For a user (bearer) or a device (receipt token: user_id None)."""
+                              device_id: int | None = None) -> tuple[ReceiptOutcome, ReceiptState]:
+    """For a user (bearer) or a device (receipt token: user_id None): the outcome, and the
+    preview's receipt times after it."""
     row = await _one(conn, "record_push_receipt", {"id": notification_id, "event": event, "at": at, "user_id": user_id,
                                                    "device_id": device_id})
     assert row is not None
-    return row[0]
-
-
-async def receipt_state(conn: AsyncConnection[Any], notification_id: uuid.UUID) -> ReceiptState:
-    row = await _one(conn, "receipt_state", {"id": notification_id})
-    delivered_at, opened_at, late = row or (None, None, False)
-    return ReceiptState(delivered_at, opened_at, bool(late))
+    outcome, delivered_at, opened_at, late = row
+    return outcome, ReceiptState(delivered_at, opened_at, bool(late))
 
 
 async def record_sms_status(conn: AsyncConnection[Any], sid: str, status: str, error_code: int | None,

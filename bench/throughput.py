@@ -1,7 +1,17 @@
 """Dispatch throughput: N previews due at the same instant, end to end through the real SDKs.
 
     .venv/bin/python bench/throughput.py [--previews 50000] [--dispatchers 2] [--sms-share 0.1]
-        [--fcm-latency 0.05] [--twilio-latency 0.2] [--profile]
+        [--fcm-latency 0.05] [--twilio-latency 0.2] [--profile] [--runs direct,sdk,pgqueuer]
+        [--capacity RATE --max-early S]
+
+--runs: one after the other in this invocation, each on a fresh database of the same cluster,
+against the same fakes: `direct` and `sdk` are precall with PRECALL_FCM_TRANSPORT set so, and
+`pgqueuer` is the peer (bench/peer_pgqueuer.py: PgQueuer, one process, its documented settings,
+the same push + status UPDATE job). Ratios against the peer are printed when it ran.
+Without --capacity, precall.settings.push_capacity_per_s is set out of reach so that every
+preview stays due at one instant (raw throughput); with it (and --max-early), planning smooths
+the burst to that rate and the result reports the spread, and each arrival at the fake against
+its planned_send_at (T - lead) and against the max_early floor.
 
 A throwaway PostgreSQL 15 with pg_cron; `precall dispatcher` child processes with firebase-admin
 and twilio pointed at the local fakes (precall/fakes/), which answer after the given latency. Every
@@ -92,38 +102,24 @@ def profile(pid: int, seconds: int) -> dict[str, float]:
     return {k: round(v / busy, 3) for k, v in counts.most_common()} | {"idle_share_of_samples": round(idle / max(1, busy + idle), 3)}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--previews", type=int, default=50_000)
-    ap.add_argument("--dispatchers", type=int, default=2)
-    ap.add_argument("--sms-share", type=float, default=0.1)
-    ap.add_argument("--fcm-latency", type=float, default=0.05)
-    ap.add_argument("--twilio-latency", type=float, default=0.2)
-    ap.add_argument("--in-flight", type=int, default=None, help="PRECALL_MAX_IN_FLIGHT (default: the dispatcher's)")
-    ap.add_argument("--profile", action="store_true", help="py-spy one dispatcher for 15 s mid-run")
-    ap.add_argument("--spread-s", type=float, default=0.0,
-                    help="spread the send_at instants over this many seconds (lateness mode) instead of one")
-    ap.add_argument("--out", default=None,
-                    help="file name under bench/ (default: results_throughput.json, or results_lateness.json with --spread-s)")
-    args = ap.parse_args()
-
-    cluster = localdb.throwaway()
-    harness.load_statement_stats(cluster)
-    fcm, twilio = FakeFcmServer().start(), FakeTwilioServer().start()
-    fcm.state.latency_s, twilio.state.latency_s = args.fcm_latency, args.twilio_latency
-    result: dict[str, object] = {"previews": args.previews, "dispatchers": args.dispatchers,
+def precall_run(args: argparse.Namespace, cluster: localdb.LocalCluster, fcm: FakeFcmServer,
+                twilio: FakeTwilioServer, postmaster: int, transport: str) -> dict[str, object]:
+    result: dict[str, object] = {"previews": args.previews, "dispatchers": args.dispatchers, "transport": transport,
                                  "fcm_latency_s": args.fcm_latency, "twilio_latency_s": args.twilio_latency}
     procs: list[subprocess.Popen[bytes]] = []
+    dbname = f"bench_{transport}"
     try:
-        dsn = harness.migrated_database(cluster, "bench")
-        with psycopg.connect(cluster.admin_dsn, autocommit=True) as c:
-            postmaster = int(c.execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'")
-                             .fetchone()[0])  # type: ignore[index]
-        postmaster = int(Path(f"/proc/{postmaster}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        env = harness.dispatcher_env(dsn, fcm, twilio)
+        dsn = harness.migrated_database(cluster, dbname)
+        env = harness.dispatcher_env(dsn, fcm, twilio, PRECALL_FCM_TRANSPORT=transport)
         if args.in_flight:
             env["PRECALL_MAX_IN_FLIGHT"] = str(args.in_flight)
         conn = psycopg.connect(dsn, autocommit=True)
+        # Raw throughput: every preview due at one instant (no smoothing). With --capacity: the
+        # burst is laid out at that rate, up to --max-early earlier.
+        conn.execute("UPDATE precall.settings SET push_capacity_per_s = %s, sms_capacity_per_s = %s,"
+                     " max_early = make_interval(secs => %s)",
+                     (args.capacity or 1e6, args.capacity or 1e6, args.max_early))
+        result["push_capacity_per_s"], result["max_early_s"] = args.capacity, args.max_early
         sms_every = round(1 / args.sms_share) if args.sms_share else 0
         conn.execute(
             "INSERT INTO users (fcm_token, push_enabled, phone_number, notification_lead_min, notification_pref)"
@@ -138,9 +134,11 @@ def main() -> None:
         # from now, and none is near its call's cut-off however long the drain takes.
         # With --spread-s, planning (pg_cron's job, run here by hand each minute) plans them as their
         # window opens, as in production.
+        # With --capacity the calls are further out by max_early: the laid-out burst starts ~15 s from now.
+        ahead = 615 + (args.max_early if args.capacity else 0)
         conn.execute("INSERT INTO scheduled_calls (user_id, scheduled_at, topic)"
-                     " SELECT id, date_trunc('second', now()) + interval '615 seconds'"
-                     "        + random() * make_interval(secs => %s), 'mood_check' FROM users", (args.spread_s,))
+                     " SELECT id, date_trunc('second', now()) + make_interval(secs => %s)"
+                     "        + random() * make_interval(secs => %s), 'mood_check' FROM users", (ahead, args.spread_s))
         due = conn.execute("SELECT min(send_at), count(*) FROM notification_logs WHERE status = 'queued'").fetchone()
         assert due is not None and (args.spread_s or due[1] == args.previews), due
         wait = (due[0].timestamp() - time.time())
@@ -154,7 +152,7 @@ def main() -> None:
             spy = profile(procs[0].pid, 15)
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         conn.execute("SELECT pg_stat_statements_reset()")
-        xact0 = conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = 'bench'").fetchone()[0]  # type: ignore[index]
+        xact0 = conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = %s", (dbname,)).fetchone()[0]  # type: ignore[index]
         t_start = time.monotonic()
         deadline = time.monotonic() + 1800 + args.spread_s
         next_plan = time.monotonic() + 60
@@ -171,7 +169,7 @@ def main() -> None:
                 if rows and rows[0] >= args.previews:
                     break
             time.sleep(1.0)
-        xact1 = conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = 'bench'").fetchone()[0]  # type: ignore[index]
+        xact1 = conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = %s", (dbname,)).fetchone()[0]  # type: ignore[index]
         run_s = time.monotonic() - t_start
         cpu1 = {"dispatchers": sum(cpu_seconds(p.pid) for p in procs), "postgres": postgres_cpu(postmaster),
                 "fakes_and_bench": resource.getrusage(resource.RUSAGE_SELF).ru_utime
@@ -211,6 +209,8 @@ def main() -> None:
         })
         if spy is not None:
             result["dispatcher_profile_share"] = spy
+        if args.capacity:
+            result["burst"] = burst_figures(conn, fcm, twilio, args)
         conn.close()
     finally:
         for p in procs:
@@ -220,16 +220,112 @@ def main() -> None:
                 p.wait(30)
             except subprocess.TimeoutExpired:
                 p.kill()
+    return result
+
+
+def burst_figures(conn: psycopg.Connection, fcm: FakeFcmServer, twilio: FakeTwilioServer,
+                  args: argparse.Namespace) -> dict[str, object]:
+    """The smoothed burst: how far planning spread it, and when each request reached its fake
+    against its planned_send_at (T - lead: none later than + 1 s) and the max_early floor (none
+    earlier). Pushes are matched by notification id, SMS by the user's number."""
+    by_id, by_phone = {}, {}
+    for nid, phone, channel, planned, send_at in conn.execute(
+            "SELECT n.id, u.phone_number, n.channel, extract(epoch FROM n.planned_send_at),"
+            " extract(epoch FROM n.send_at) FROM notification_logs n JOIN users u ON u.id = n.user_id"):
+        (by_id if channel == "push" else by_phone)[str(nid) if channel == "push" else phone] = float(planned)
+    arrivals = [(r.at, by_id[r.message["data"]["notification_id"]]) for r in fcm.state.accepted()]
+    arrivals += [(r.at, by_phone[r.form["To"]]) for r in twilio.state.accepted()]
+    after_planned = sorted(at - p for at, p in arrivals)
+    spread = conn.execute("SELECT extract(epoch FROM max(planned_send_at - send_at)),"
+                          " count(*) FILTER (WHERE send_at < planned_send_at) FROM notification_logs").fetchone()
+    assert spread is not None
+    first, last = min(at for at, _ in arrivals), max(at for at, _ in arrivals)
+    return {
+        "requests": len(arrivals), "planned_earlier_max_s": round(float(spread[0] or 0), 2), "moved_earlier": spread[1],
+        "arrival_minus_planned_s": {"min": round(after_planned[0], 3), "max": round(after_planned[-1], 3)},
+        "later_than_planned_plus_1s": sum(1 for d in after_planned if d > 1.0),
+        "earlier_than_max_early": sum(1 for d in after_planned if d < -args.max_early),
+        "drain_rate_per_s": round(len(arrivals) / max(1e-9, last - first), 1),
+        "arrivals_span_s": round(last - first, 2),
+    }
+
+
+def peer_run(args: argparse.Namespace, cluster: localdb.LocalCluster, fcm: FakeFcmServer,
+             postmaster: int) -> dict[str, object]:
+    """PgQueuer on the same job, one process (bench/peer_pgqueuer.py)."""
+    dsn = harness.migrated_database(cluster, "bench_pgqueuer")
+    creds = Path(tempfile.mkdtemp()) / "sa.json"
+    from precall.fakes.fake_fcm import service_account
+    creds.write_text(json.dumps(service_account(f"{fcm.url}/token")))
+    pg0 = postgres_cpu(postmaster)
+    out = subprocess.run([sys.executable, str(Path(__file__).parent / "peer_pgqueuer.py"), "--dsn", dsn,
+                          "--fcm-url", fcm.url, "--credentials", str(creds), "--jobs", str(args.previews)],
+                         capture_output=True, text=True, timeout=3600, env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)})
+    if out.returncode != 0:
+        raise RuntimeError(f"pgqueuer peer failed: {out.stderr[-2000:]}")
+    result: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
+    result["postgres_cpu_s_incl_enqueue"] = round(postgres_cpu(postmaster) - pg0, 1)
+    result["fcm_accepted"] = len(fcm.state.accepted())
+    result["previews_per_s"] = result["jobs_per_s"]
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", default="direct",
+                    help="comma-separated: direct, sdk (precall's FCM transports), pgqueuer (the peer)")
+    ap.add_argument("--capacity", type=float, default=None,
+                    help="precall.settings.push_capacity_per_s (default: out of reach, no smoothing)")
+    ap.add_argument("--max-early", type=float, default=120.0, help="precall.settings.max_early, seconds")
+    ap.add_argument("--previews", type=int, default=50_000)
+    ap.add_argument("--dispatchers", type=int, default=2)
+    ap.add_argument("--sms-share", type=float, default=0.1)
+    ap.add_argument("--fcm-latency", type=float, default=0.05)
+    ap.add_argument("--twilio-latency", type=float, default=0.2)
+    ap.add_argument("--in-flight", type=int, default=None, help="PRECALL_MAX_IN_FLIGHT (default: the dispatcher's)")
+    ap.add_argument("--profile", action="store_true", help="py-spy one dispatcher for 15 s mid-run")
+    ap.add_argument("--spread-s", type=float, default=0.0,
+                    help="spread the send_at instants over this many seconds (lateness mode) instead of one")
+    ap.add_argument("--out", default=None,
+                    help="file name under bench/ (default: results_throughput.json, or results_lateness.json with --spread-s)")
+    args = ap.parse_args()
+
+    runs = [r.strip() for r in args.runs.split(",") if r.strip()]
+    cluster = localdb.throwaway()
+    harness.load_statement_stats(cluster)
+    fcm, twilio = FakeFcmServer().start(), FakeTwilioServer().start()
+    fcm.state.latency_s, twilio.state.latency_s = args.fcm_latency, args.twilio_latency
+    results: dict[str, dict[str, object]] = {}
+    try:
+        with psycopg.connect(cluster.admin_dsn, autocommit=True) as c:
+            postmaster = int(c.execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'")
+                             .fetchone()[0])  # type: ignore[index]
+        postmaster = int(Path(f"/proc/{postmaster}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        for name in runs:
+            fcm.state.sent.clear()
+            twilio.state.sent.clear()
+            if name == "pgqueuer":
+                results[name] = peer_run(args, cluster, fcm, postmaster)
+            else:
+                results[name] = precall_run(args, cluster, fcm, twilio, postmaster, name)
+            print(f"bench: {name}: {json.dumps({k: v for k, v in results[name].items() if not isinstance(v, (dict, list))})}",
+                  file=sys.stderr)
+    finally:
         fcm.shutdown()
         twilio.shutdown()
         cluster.destroy()
+    result: dict[str, object] = dict(results[runs[0]]) if len(runs) == 1 else {"runs": results}
+    if "pgqueuer" in results:
+        peer = float(results["pgqueuer"]["jobs_per_s"])  # type: ignore[arg-type]
+        result["ratio_to_pgqueuer"] = {k: round(float(v["previews_per_s"]) / peer, 2)  # type: ignore[arg-type]
+                                       for k, v in results.items() if k != "pgqueuer"}
     text = json.dumps(result, indent=2)
     print(text)
     (Path(__file__).parent / (args.out or ("results_lateness.json" if args.spread_s else "results_throughput.json"))).write_text(text + "\n")
-    if result.get("not_sent"):
+    refused = {k: v.get("not_sent") for k, v in results.items() if v.get("not_sent")}
+    if refused:
         # A figure measured with previews refused is not the figure the table claims.
-        print(f"bench: {result['not_sent']} of {args.previews} previews were not sent; see notification_logs.reason",
-              file=sys.stderr)
+        print(f"bench: previews not sent ({refused}) of {args.previews}; see notification_logs.reason", file=sys.stderr)
         sys.exit(1)
 
 

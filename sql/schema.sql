@@ -1622,6 +1622,21 @@ $$;
 
 
 --
+-- Name: push_receipt(uuid, bigint, text, timestamp with time zone, uuid); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.push_receipt(p_notification_id uuid, p_device_id bigint, p_event text, p_at timestamp with time zone, p_user uuid, OUT outcome text, OUT delivered_at timestamp with time zone, OUT opened_at timestamp with time zone, OUT late boolean) RETURNS record
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    outcome := precall.record_device_receipt(p_notification_id, p_device_id, p_event, p_at, p_user);
+    SELECT n.delivered_at, n.opened_at, coalesce(n.late_receipt, false) INTO delivered_at, opened_at, late
+    FROM notification_logs n WHERE n.id = p_notification_id;
+END
+$$;
+
+
+--
 -- Name: push_targets(uuid[]); Type: FUNCTION; Schema: precall; Owner: -
 --
 

@@ -426,3 +426,41 @@ def test_a_held_row_lock_fails_that_users_requests_fast_and_nobody_elses(db, con
     assert {r.status_code for r in answers} == {503}, [r.text for r in answers]
     assert {r.json()["error"] for r in answers} == {"lock_timeout"}
     assert elapsed < 10, elapsed
+
+
+def test_precall_api_workers_serve_receipts_from_several_processes(db, conn, make, start_api) -> None:
+    """PRECALL_API_WORKERS=2 (`precall api --workers 2`): two worker processes on one port; a
+    receipt for each of 20 pushes is recorded once, whichever process answers; all exit on stop."""
+    workers_api = start_api(db, PRECALL_API_WORKERS="2")
+    import os
+    parent = workers_api.proc.pid
+    kids = [int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == parent]
+    assert len(kids) >= 2, kids  # uvicorn's workers (and its multiprocessing helper)
+    uid = make.user(fcm_token=TOKEN, push_enabled=True)
+    pushes = [sent_push(conn, make, uid)[0] for _ in range(20)]
+    with client(workers_api, uid) as http:
+        answers = [http.post(f"/api/v1/notifications/{nid}/receipt", json={"event": "delivered"}) for nid in pushes]
+        again = http.post(f"/api/v1/notifications/{pushes[0]}/receipt", json={"event": "delivered"})
+    assert [a.status_code for a in answers] == [200] * 20 and {a.json()["status"] for a in answers} == {"recorded"}
+    assert answers[0].json()["delivered_at"] is not None
+    assert again.json()["status"] == "duplicate"
+    assert conn.execute("SELECT count(*) FROM notification_logs WHERE id = ANY(%s::uuid[]) AND status = 'delivered'",
+                        (pushes,)).fetchone() == (20,)
+    workers_api.stop()
+    wait_until(lambda: not [k for k in kids if _alive(k)], timeout=10)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _ppid(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return -1

@@ -369,3 +369,17 @@ AS $function$
     LEFT JOIN precall.sms_spend sp ON sp.day = (now() AT TIME ZONE 'UTC')::date AND sp.currency = b.key
     ORDER BY b.key
 $function$;
+
+-- The API's receipt in one round trip: precall.record_device_receipt, then the preview's receipt
+-- times as they are after it (a second statement in this function sees the first's writes; one
+-- SQL statement would read the row as it was).
+CREATE OR REPLACE FUNCTION precall.push_receipt(p_notification_id uuid, p_device_id bigint, p_event text, p_at timestamp with time zone, p_user uuid, OUT outcome text, OUT delivered_at timestamp with time zone, OUT opened_at timestamp with time zone, OUT late boolean)
+ RETURNS record
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    outcome := precall.record_device_receipt(p_notification_id, p_device_id, p_event, p_at, p_user);
+    SELECT n.delivered_at, n.opened_at, coalesce(n.late_receipt, false) INTO delivered_at, opened_at, late
+    FROM notification_logs n WHERE n.id = p_notification_id;
+END
+$function$;

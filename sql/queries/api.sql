@@ -33,12 +33,11 @@ UPDATE users SET notification_pref = coalesce(%(pref)s, notification_pref),
 WHERE id = %(user_id)s
 
 -- record_push_receipt --
--- A bearer receipt names the user; a receipt token names the device (user_id NULL).
-SELECT precall.record_device_receipt(%(id)s, %(device_id)s::bigint, %(event)s, coalesce(%(at)s, clock_timestamp()),
-                                     %(user_id)s::uuid)
-
--- receipt_state --
-SELECT delivered_at, opened_at, late_receipt FROM notification_logs WHERE id = %(id)s
+-- A bearer receipt names the user; a receipt token names the device (user_id NULL). With the
+-- preview's receipt times after it: one round trip per receipt.
+SELECT outcome, delivered_at, opened_at, late
+FROM precall.push_receipt(%(id)s, %(device_id)s::bigint, %(event)s, coalesce(%(at)s, clock_timestamp()),
+                          %(user_id)s::uuid)
 
 -- record_sms_status --
 SELECT precall.record_sms_status(%(sid)s, %(status)s, %(error_code)s, %(done_at)s)
