@@ -135,7 +135,7 @@ def expired_calls(conn: psycopg.Connection[Any]) -> tuple[int, datetime | None]:
 
 def snooze_minutes(conn: psycopg.Connection[Any]) -> int:
     """precall.settings.snooze_minutes: what the SMS reply hint says."""
-    row = _one(conn, "snooze_setting")
+    row = _one(conn, "snooze_minutes")
     return int(row[0]) if row else 10
 
 

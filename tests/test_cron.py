@@ -61,8 +61,9 @@ def test_layout_cron_in_the_app_database(pg_server: PgServer) -> None:
 def test_pg_cron_itself_runs_the_planning_job(pg_server: PgServer, db: str, make, conn) -> None:
     cron.install(db, cron.cron_dsn(db, None))
     user = make.user()
-    # Preview at now + 2.5 min: outside the 2-minute window now, inside it at the next cron minute.
-    call = make.call(user, in_seconds=7 * 60 + 30)
+    # Preview at now + 4.5 min: outside the window (lookahead 2 min + max_early 2 min) now,
+    # inside it at the next cron minute.
+    call = make.call(user, in_seconds=9 * 60 + 30)
     assert make.previews(call) == []
     deadline = time.monotonic() + 130
     while time.monotonic() < deadline and not make.previews(call):

@@ -28,7 +28,8 @@ def test_planning_scan_uses_the_partial_index_on_100k_calls(conn: psycopg.Connec
     due = conn.execute(
         "SELECT count(*) FROM scheduled_calls c JOIN users u ON u.id = c.user_id WHERE c.status = 'pending'"
         " AND c.scheduled_at > %(t)s AND c.scheduled_at - make_interval(mins => u.notification_lead_min)"
-        "     <= %(t)s + interval '2 minutes' AND c.scheduled_at - %(t)s >= interval '30 seconds'", {"t": now}).fetchone()
+        "     <= %(t)s + (SELECT lookahead + max_early FROM precall.settings)"
+        " AND c.scheduled_at - %(t)s >= interval '30 seconds'", {"t": now}).fetchone()
     assert due is not None and due[0] > 0
     # As the cron job runs it: plan_due_previews -> plan_calls -> EXECUTE over plan_window.
     with explained(conn) as plans:

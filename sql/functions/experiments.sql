@@ -202,9 +202,12 @@ BEGIN
     END IF;
     WITH moved AS (
         UPDATE notification_logs n
-        SET status = 'cancelled', reason = format('experiment_stopped: %s', p_name), updated_at = now()
+        SET status = 'cancelled', reason = format('experiment_stopped: %s', p_name), updated_at = now(),
+            lease_owner = NULL, lease_expires_at = NULL
         WHERE n.experiment_id = v_id
-          AND (n.status = 'queued' OR (n.status = 'skipped' AND n.reason_code = 'holdout' AND n.send_at > now()))
+          -- claimed ahead but not attempted yet: still unsent (precall.start_attempts)
+          AND (n.status = 'queued' OR (n.status = 'sending' AND n.attempted_at IS NULL)
+               OR (n.status = 'skipped' AND n.reason_code = 'holdout' AND n.send_at > now()))
         RETURNING n.call_id
     )
     SELECT coalesce(array_agg(DISTINCT call_id), '{}') INTO v_calls FROM moved;

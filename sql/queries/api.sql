@@ -62,4 +62,5 @@ SELECT precall.record_sms_reply(%(sid)s, %(reply)s, %(body)s, %(encoding)s, %(se
 SELECT * FROM precall.record_call_outcome(%(call_id)s, %(status)s, %(answered_by)s, %(at)s)
 
 -- snooze_minutes --
+-- What the SMS reply hint says: the API's answers, `precall send --dry-run` (names are global).
 SELECT snooze_minutes FROM precall.settings

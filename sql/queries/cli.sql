@@ -76,10 +76,6 @@ FROM notification_logs WHERE status IN ('queued', 'sending')
 SELECT count(*), max(due_at) FROM precall.call_jobs
 WHERE status = 'expired' AND due_at > now() - interval '24 hours'
 
--- snooze_setting --
--- What the SMS reply hint says (`precall send --dry-run`).
-SELECT snooze_minutes FROM precall.settings
-
 -- failed_call_events --
 -- Reschedules and cancels the call system was not told of (its webhook refused them or stayed down).
 SELECT count(*), max(created_at) FROM precall.call_events
