@@ -65,7 +65,7 @@ async def main() -> None:
 
     pool = await asyncpg.create_pool(dsn, min_size=2, max_size=10)
     conn = await asyncpg.connect(dsn)
-    qm = QueueManager(AsyncpgDriver(conn))
+    qm = QueueManager(Queries(AsyncpgDriver(conn)))
     deadline = datetime.now(timezone.utc) + timedelta(minutes=30)
     done = 0
 

@@ -128,7 +128,8 @@ def precall_run(args: argparse.Namespace, cluster: localdb.LocalCluster, fcm: Fa
             " FROM generate_series(1, %(n)s) g", {"n": args.previews, "every": sms_every})
         for _ in range(args.dispatchers):
             procs.append(subprocess.Popen([sys.executable, "-m", "precall.cli", "dispatcher", "--log-level", "WARNING"],
-                                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                                          env=env, stdout=subprocess.DEVNULL,
+                                          stderr=open(os.environ.get("BENCH_DISPATCHER_LOG", os.devnull), "ab")))
         time.sleep(3)
         # Calls at T+615 s with a 10-minute lead: every preview is due at the same second, ~15 s
         # from now, and none is near its call's cut-off however long the drain takes.
