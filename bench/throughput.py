@@ -86,11 +86,12 @@ def classify(stack: str) -> str:
     return "precall_and_rest"
 
 
-def profile(pid: int, seconds: int) -> dict[str, float]:
+def profile(pid: int, seconds: int) -> dict[str, object]:
     out = Path(tempfile.mkdtemp()) / "spy.txt"
     subprocess.run([str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(pid), "-d", str(seconds), "-r", "200", "--format", "raw", "-o", str(out),
                     "--nonblocking"], capture_output=True, timeout=seconds + 30)
     counts: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()  # precall's own functions, time under them
     idle = 0
     for line in out.read_text().splitlines():
         stack, _, n = line.rpartition(" ")
@@ -98,8 +99,20 @@ def profile(pid: int, seconds: int) -> dict[str, float]:
             idle += int(n)
             continue
         counts[classify(stack)] += int(n)
+        seen = set()
+        for frame in stack.split(";"):
+            if "site-packages" in frame and "/precall/" not in frame:
+                continue
+            if any(f"{d}/" in frame for d in ("dispatcher", "templates", "precall", "providers")):
+                name = frame.split(" (")[0] + " " + frame.split("/")[-1].split(":")[0]
+                if name not in seen:
+                    seen.add(name)
+                    inclusive[name] += int(n)
     busy = sum(counts.values())
-    return {k: round(v / busy, 3) for k, v in counts.most_common()} | {"idle_share_of_samples": round(idle / max(1, busy + idle), 3)}
+    shares: dict[str, object] = {k: round(v / busy, 3) for k, v in counts.most_common()}
+    shares["idle_share_of_samples"] = round(idle / max(1, busy + idle), 3)
+    shares["precall_functions_inclusive"] = {k: round(v / busy, 3) for k, v in inclusive.most_common(15)}
+    return shares  # type: ignore[return-value]
 
 
 def precall_run(args: argparse.Namespace, cluster: localdb.LocalCluster, fcm: FakeFcmServer,
@@ -147,7 +160,7 @@ def precall_run(args: argparse.Namespace, cluster: localdb.LocalCluster, fcm: Fa
         cpu0 = {"dispatchers": sum(cpu_seconds(p.pid) for p in procs), "postgres": postgres_cpu(postmaster),
                 "fakes_and_bench": resource.getrusage(resource.RUSAGE_SELF).ru_utime
                 + resource.getrusage(resource.RUSAGE_SELF).ru_stime}
-        spy: dict[str, float] | None = None
+        spy: dict[str, object] | None = None
         if args.profile:
             time.sleep(4)
             spy = profile(procs[0].pid, 15)
