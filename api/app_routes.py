@@ -9,7 +9,7 @@ import psycopg.errors
 from fastapi import APIRouter, Query, Request
 
 from precall.api import store
-from precall.api.auth import CurrentUser, ReceiptCaller, receipt_unauthorized
+from precall.api.auth import CurrentUser, DeferredReceiptCaller, ReceiptCaller, known_user, receipt_unauthorized
 from precall.api.errors import BODY_LIMITS, ApiError, responses
 from precall.api.models import (
     ActionApplied, ActionRequest, Device, History, HistoryPage, Notification, NotificationPreferences,
@@ -92,7 +92,8 @@ _RECEIPT_ERRORS = {
 
 @router.post("/notifications/{notification_id}/receipt", responses=responses(401, 404, 409, 422, *BODY_LIMITS),
              tags=["app"])
-async def receipt(notification_id: uuid.UUID, body: Receipt, caller: ReceiptCaller, request: Request) -> ReceiptRecorded:
+async def receipt(notification_id: uuid.UUID, body: Receipt, caller: DeferredReceiptCaller,
+                  request: Request) -> ReceiptRecorded:
     """Records that the push reached the device (or was opened); stops a pending fallback SMS.
 
     Authenticated by the app's bearer JWT, or without a session by the push's own
@@ -104,6 +105,8 @@ async def receipt(notification_id: uuid.UUID, body: Receipt, caller: ReceiptCall
         if caller.device_id is not None and outcome in _RECEIPT_ERRORS:
             # The token verified, yet names nothing we hold (pruned): as for any token that fails.
             raise receipt_unauthorized()
+        if outcome == "unknown" and caller.user_id is not None:
+            await known_user(conn, caller.user_id)  # a deleted user's valid JWT: 401, as elsewhere
         if outcome in _RECEIPT_ERRORS:
             status, code, detail = _RECEIPT_ERRORS[outcome]
             raise ApiError(status, code, detail)

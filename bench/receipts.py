@@ -36,6 +36,12 @@ from precall.fakes.fake_twilio import FakeTwilioServer
 JWT_SECRET = "bench-secret-" + "s" * 32
 
 
+def own_cpu() -> float:
+    import resource
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def start_api(dsn: str, workers: int) -> tuple[subprocess.Popen[bytes], str]:
     port = localdb.free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PRECALL_", "TWILIO_"))}
@@ -90,6 +96,9 @@ def main() -> None:
     ap.add_argument("--previews", type=int, default=20_000)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--clients", type=int, default=50)
+    ap.add_argument("--no-dispatcher", action="store_true",
+                    help="skip step 1: sent pushes are inserted by SQL (to work on the API alone)")
+    ap.add_argument("--profile", action="store_true", help="py-spy one API worker for 10 s mid-run")
     args = ap.parse_args()
     run_args = argparse.Namespace(previews=args.previews, dispatchers=1, sms_share=0.0, fcm_latency=0.05,
                                   twilio_latency=0.2, in_flight=None, profile=False, spread_s=0.0, capacity=None,
@@ -104,15 +113,42 @@ def main() -> None:
             checkpointer = int(c.execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'")
                                .fetchone()[0])  # type: ignore[index]
         postmaster = int(Path(f"/proc/{checkpointer}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        pushes = throughput.precall_run(run_args, cluster, fcm, twilio, postmaster, "direct")
-        dsn = cluster.dsn("bench_direct")
+        if args.no_dispatcher:
+            dsn = harness.migrated_database(cluster, "bench_direct")
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute("INSERT INTO users (fcm_token, push_enabled, phone_number, notification_lead_min)"
+                             " SELECT 'tok-' || g, true, '+1555' || lpad(g::text, 7, '0'), 10"
+                             " FROM generate_series(1, %s) g", (args.previews,))
+                conn.execute("INSERT INTO scheduled_calls (user_id, scheduled_at, topic)"
+                             " SELECT id, now() + interval '1 hour', 'mood_check' FROM users")
+                conn.execute("INSERT INTO notification_logs (user_id, call_id, type, channel, status, send_at,"
+                             " planned_for, attempted_at, sent_at, provider_id)"
+                             " SELECT c.user_id, c.id, 'preview_push', 'push', 'sent', now(), c.scheduled_at, now(), now(),"
+                             "        'projects/p/messages/' || c.id FROM scheduled_calls c")
+            pushes: dict[str, object] = {"previews_per_s": float("nan"), "cpu_ms_per_preview": None}
+        else:
+            pushes = throughput.precall_run(run_args, cluster, fcm, twilio, postmaster, "direct")
+            dsn = cluster.dsn("bench_direct")
         with psycopg.connect(dsn, autocommit=True) as conn:
             rows = [(str(a), str(b)) for a, b in conn.execute(
                 "SELECT id, user_id FROM notification_logs WHERE status = 'sent' AND channel = 'push'")]
         api, url = start_api(dsn, args.workers)
         warm, rows = rows[:200], rows[200:]
         asyncio.run(post_receipts(url, warm, args.clients))  # connections, plans, JWT key cache
+        api_pids = [api.pid, *throughput.children(api.pid)]
+        cpu0 = (sum(throughput.cpu_seconds(p) for p in api_pids), throughput.postgres_cpu(postmaster), own_cpu())
+        spy = None
+        if args.profile:
+            import threading
+            workers = throughput.children(api.pid)
+            box: dict[str, object] = {}
+            t = threading.Thread(target=lambda: box.update(throughput.profile(workers[-1], 10)))
+            t.start()
         elapsed, ms, statuses = asyncio.run(post_receipts(url, rows, args.clients))
+        if args.profile:
+            t.join()
+            spy = box
+        cpu1 = (sum(throughput.cpu_seconds(p) for p in api_pids), throughput.postgres_cpu(postmaster), own_cpu())
         ms.sort()
         rate = len(ms) / elapsed
         result = {
@@ -124,6 +160,9 @@ def main() -> None:
                            "max": round(ms[-1], 1)},
             "statuses": {str(k): v for k, v in sorted(statuses.items())},
             "receipts_per_push_rate": round(rate / float(pushes["previews_per_s"]), 2),  # type: ignore[arg-type]
+            **({"api_worker_profile": spy} if spy else {}),
+            "cpu_ms_per_receipt": {name: round((b - a) * 1000 / len(ms), 3)
+                                   for name, a, b in zip(("api", "postgres", "load_client"), cpu0, cpu1)},
         }
     finally:
         if api is not None:

@@ -92,6 +92,7 @@ def profile(pid: int, seconds: int) -> dict[str, object]:
                     "--nonblocking"], capture_output=True, timeout=seconds + 30)
     counts: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()  # precall's own functions, time under them
+    by_module: collections.Counter[str] = collections.Counter()  # the module of the innermost Python frame
     idle = 0
     for line in out.read_text().splitlines():
         stack, _, n = line.rpartition(" ")
@@ -99,6 +100,8 @@ def profile(pid: int, seconds: int) -> dict[str, object]:
             idle += int(n)
             continue
         counts[classify(stack)] += int(n)
+        leaf = stack.split(";")[-1]
+        by_module[leaf.split("(")[-1].split(":")[0].replace(str(Path(sys.executable).parent.parent), "")] += int(n)
         seen = set()
         for frame in stack.split(";"):
             if "site-packages" in frame and "/precall/" not in frame:
@@ -112,6 +115,7 @@ def profile(pid: int, seconds: int) -> dict[str, object]:
     shares: dict[str, object] = {k: round(v / busy, 3) for k, v in counts.most_common()}
     shares["idle_share_of_samples"] = round(idle / max(1, busy + idle), 3)
     shares["precall_functions_inclusive"] = {k: round(v / busy, 3) for k, v in inclusive.most_common(15)}
+    shares["innermost_modules"] = {k: round(v / busy, 3) for k, v in by_module.most_common(15)}
     return shares  # type: ignore[return-value]
 
 
