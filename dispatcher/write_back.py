@@ -171,33 +171,41 @@ class OutcomeStore(Protocol):
 
 
 class AttemptMarks:
-    """precall.start_attempts for the rows reaching their instant together: the rows whose send_at
-    comes in the same event-loop turn (a backlog, one smoothed second's rows) share one statement,
-    so the re-read right before the provider call costs one round trip per turn, not per row."""
+    """precall.start_attempts for the rows reaching their instant together: rows whose timers fire
+    in the same event-loop turn (a backlog, rows planned for one instant) share one statement."""
 
     def __init__(self, pool: Database) -> None:
         self._pool = pool
         self._pending: dict[str, list[tuple[uuid.UUID, asyncio.Future[bool]]]] = {}
+        self._flushes: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak references
 
     async def mark(self, notification_id: uuid.UUID, worker: str) -> bool:
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         batch = self._pending.setdefault(worker, [])
         batch.append((notification_id, future))
         if len(batch) == 1:
-            asyncio.get_running_loop().create_task(self._flush(worker))
+            task = asyncio.get_running_loop().create_task(self._flush(worker))
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
         return await future
 
     async def _flush(self, worker: str) -> None:
-        await asyncio.sleep(0)  # the other rows whose timers fired in this turn join the batch
-        batch = self._pending.pop(worker, [])
-        ids = [nid for nid, _ in batch]
+        batch: list[tuple[uuid.UUID, asyncio.Future[bool]]] = []
         try:
+            await asyncio.sleep(0)  # the other rows whose timers fired in this turn join the batch
+            batch = self._pending.pop(worker, [])
+            ids = [nid for nid, _ in batch]
+
             async def run() -> set[uuid.UUID]:
                 async with self._pool.connection() as conn:
                     cur = await conn.execute(sql.query("start_attempts"), {"worker": worker, "ids": ids})
                     return {r[0] for r in await cur.fetchall()}
             marked = await with_retry(run, "start_attempts")
-        except BaseException as exc:  # noqa: BLE001 - each waiting sender sees it
+        except asyncio.CancelledError:
+            for _, future in batch or self._pending.pop(worker, []):
+                future.cancel()
+            raise
+        except Exception as exc:  # noqa: BLE001 - each waiting sender fails its own row with it
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
