@@ -2400,14 +2400,23 @@ DECLARE
     v_earliest timestamptz;
 BEGIN
     FOREACH v_channel IN ARRAY ARRAY['push', 'sms'] LOOP
+        -- A trigger lays out only when more than capacity rows fall within one second near its
+        -- rows: some row is less than a second before the row `capacity` places after it. One
+        -- ordered range scan (a per-row count was quadratic: 40 s for 20,000 calls in one INSERT).
         IF p_call_ids IS NOT NULL AND NOT EXISTS (
-            SELECT 1 FROM notification_logs n
-            WHERE n.call_id = ANY (p_call_ids) AND n.status = 'queued' AND n.channel = v_channel
-              AND n.planned_send_at IS NOT NULL
-              AND (SELECT count(*) FROM notification_logs m
-                   WHERE m.status IN ('queued', 'sending') AND m.channel = v_channel
-                     AND m.send_at > n.send_at - interval '1 second' AND m.send_at <= n.send_at)
-                  > precall.send_capacity(v_channel)) THEN
+            WITH mine AS (
+                SELECT min(n.send_at) - interval '1 second' AS lo, max(n.send_at) + interval '1 second' AS hi
+                FROM notification_logs n
+                WHERE n.call_id = ANY (p_call_ids) AND n.status = 'queued' AND n.channel = v_channel
+                  AND n.planned_send_at IS NOT NULL
+            ), near AS (
+                SELECT m.send_at - lag(m.send_at, floor(precall.send_capacity(v_channel))::integer)
+                                   OVER (ORDER BY m.send_at) AS span
+                FROM notification_logs m, mine
+                WHERE m.status IN ('queued', 'sending') AND m.channel = v_channel
+                  AND m.send_at BETWEEN mine.lo AND mine.hi
+            )
+            SELECT 1 FROM near WHERE near.span < interval '1 second') THEN
             CONTINUE;
         END IF;
         -- One layout at a time per channel (two would undo each other's moves).
