@@ -12,6 +12,7 @@ Without --capacity, precall.settings.push_capacity_per_s is set out of reach so 
 preview stays due at one instant (raw throughput); with it (and --max-early), planning smooths
 the burst to that rate and the result reports the spread, and each arrival at the fake against
 its planned_send_at (T - lead) and against the max_early floor.
+BENCH_DISPATCHER_LOG=FILE keeps the dispatchers' stderr (warnings and errors) in FILE.
 
 A throwaway PostgreSQL 15 with pg_cron; `precall dispatcher` child processes with firebase-admin
 and twilio pointed at the local fakes (precall/fakes/), which answer after the given latency. Every
