@@ -269,8 +269,11 @@ def test_idle_dispatcher_queries_at_most_about_once_a_second(db, conn, make, sta
     time.sleep(10)
     conn.execute("SELECT pg_stat_clear_snapshot()")
     after = commits()
-    # Our own two probes count too; the dispatcher's share must stay near 1/s or below.
-    assert (after - before - 2) / 10 <= 1.0, after - before
+    # Our own two probes count too; the dispatcher's share must stay near 1/s or below. Besides the
+    # once-a-second look, a heartbeat and its policy read (every 15 s) and a lease renewal (every
+    # 20 s) may land in the window: 0.6-1.2/s measured on this code and on the release before it
+    # (1.2 failed a bound of 1.0 once in CI); a second look per second would be 2/s.
+    assert (after - before - 2) / 10 <= 1.3, after - before
     assert d.terminate() == 0
 
 

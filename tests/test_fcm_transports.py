@@ -22,12 +22,15 @@ from precall.fakes import fake_fcm as fake_fcm_module
 from precall.fakes.fake_fcm import FakeFcmServer, service_account
 
 TRANSPORTS = {"direct": FcmDirectSender, "sdk": FcmPushSender}
+# One deadline for every request of a run: apns-expiration is its epoch second, and two requests
+# built a moment apart across a second boundary differed by one (a CI failure).
+DEADLINE = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(hours=1)
 
 
 def request(token: str = "tok-1", **overrides: Any) -> PushRequest:
     req = PushRequest(token=token, title="Coach Max is calling in 5 min! 💪", body="Day 12: your fitness check-in.",
                       data={"route": "incoming_call", "call_id": "c-1", "actions": "call_now,snooze,skip"},
-                      deadline=datetime.now(timezone.utc) + timedelta(minutes=5, seconds=0.5),
+                      deadline=DEADLINE,
                       collapse_id="5f0c3f5e-call", category="PRECALL_CALL")
     return dataclasses.replace(req, **overrides)
 
