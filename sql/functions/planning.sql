@@ -213,13 +213,9 @@ BEGIN
         END IF;
         -- One layout at a time per channel (two would undo each other's moves).
         PERFORM pg_advisory_xact_lock(hashtext('precall.smooth_sends'), hashtext(v_channel));
-        -- Both materialized: inlined, the layout's window query was re-run inside the join (a
-        -- planning run with 10,000 new previews took 33 s, bench/planning_cost.py; 0.75 s now).
-        WITH layout AS MATERIALIZED (
-            SELECT * FROM precall.send_layout(v_channel)
-        ), lockable AS MATERIALIZED (
+        WITH lockable AS (
             SELECT n.id, greatest(l.laid_out, l.planned_send_at - v_max_early) AS smoothed, l.send_at AS was
-            FROM layout l JOIN notification_logs n ON n.id = l.id
+            FROM precall.send_layout(v_channel) l JOIN notification_logs n ON n.id = l.id
             WHERE greatest(l.laid_out, l.planned_send_at - v_max_early) <> l.send_at AND n.status = 'queued'
             FOR UPDATE OF n SKIP LOCKED
         ), moved AS (
