@@ -126,6 +126,7 @@ def precall_run(args: argparse.Namespace, cluster: localdb.LocalCluster, fcm: Fa
                                  "fcm_latency_s": args.fcm_latency, "twilio_latency_s": args.twilio_latency}
     procs: list[subprocess.Popen[bytes]] = []
     dbname = f"bench_{transport}"
+    log = open(os.environ.get("BENCH_DISPATCHER_LOG", os.devnull), "ab")  # closed after the dispatchers stop
     try:
         dsn = harness.migrated_database(cluster, dbname)
         env = harness.dispatcher_env(dsn, fcm, twilio, PRECALL_FCM_TRANSPORT=transport)
@@ -147,7 +148,7 @@ def precall_run(args: argparse.Namespace, cluster: localdb.LocalCluster, fcm: Fa
         for _ in range(args.dispatchers):
             procs.append(subprocess.Popen([sys.executable, "-m", "precall.cli", "dispatcher", "--log-level", "WARNING"],
                                           env=env, stdout=subprocess.DEVNULL,
-                                          stderr=open(os.environ.get("BENCH_DISPATCHER_LOG", os.devnull), "ab")))
+                                          stderr=log))
         time.sleep(3)
         # Calls at T+615 s with a 10-minute lead: every preview is due at the same second, ~15 s
         # from now, and none is near its call's cut-off however long the drain takes.
@@ -239,6 +240,7 @@ def precall_run(args: argparse.Namespace, cluster: localdb.LocalCluster, fcm: Fa
                 p.wait(30)
             except subprocess.TimeoutExpired:
                 p.kill()
+        log.close()
     return result
 
 
