@@ -1423,12 +1423,40 @@ BEGIN
             SELECT DISTINCT cd.experiment_id, cd.user_id, cd.arm FROM candidates cd
             WHERE cd.experiment_id IS NOT NULL AND NOT cd.assigned
             ON CONFLICT DO NOTHING
+        ), fresh AS (
+            SELECT cd.*, gen_random_uuid() AS id,
+                   CASE cd.type WHEN 'preview_sms' THEN 'sms' WHEN 'preview_push' THEN 'push' END AS channel,
+                   CASE WHEN cd.no_preview OR cd.scheduled_at - $1 < $4 THEN 'skipped' ELSE 'queued' END AS status
+            FROM candidates cd
+            WHERE NOT EXISTS (
+                SELECT 1 FROM notification_logs n
+                WHERE n.call_id = cd.call_id
+                  AND n.type IN ('preview_push', 'preview_sms')
+                  AND n.planned_for = cd.scheduled_at
+                  AND n.status <> 'cancelled')
+        ), ranked AS (
+            SELECT f.*, row_number() OVER (PARTITION BY f.status, f.channel
+                                           ORDER BY f.send_at DESC, f.scheduled_at DESC, f.id DESC) AS k,
+                   CASE f.channel WHEN 'sms' THEN $8 ELSE $7 END AS gap
+            FROM fresh f
+        ), laid AS (
+            -- The new previews laid out among themselves as precall.send_layout lays out the queue
+            -- (the same running minimum, order and gap), within max_early: when no queued preview
+            -- is planned later than they are (a cron run's new rows enter at the window's end),
+            -- that is where precall.smooth_sends would move them, and it has nothing to move.
+            -- Inserted unsmoothed, a burst was written twice: 10,000 new previews planned in
+            -- 733 ms instead of 392 ms without smoothing (bench/planning_cost.py, 1M calls).
+            SELECT r.*, CASE WHEN r.status = 'queued' AND r.channel IS NOT NULL
+                             THEN greatest(min(r.send_at + r.k * r.gap) OVER (PARTITION BY r.status, r.channel
+                                                                              ORDER BY r.k ROWS UNBOUNDED PRECEDING)
+                                           - r.k * r.gap,
+                                           r.send_at - $9)
+                             ELSE r.send_at END AS laid_at
+            FROM ranked r
         ), inserted AS (
-            INSERT INTO notification_logs (user_id, call_id, type, channel, status, reason, send_at, planned_for,
+            INSERT INTO notification_logs (id, user_id, call_id, type, channel, status, reason, send_at, planned_for,
                                            experiment_id, arm, planned_send_at)
-            SELECT cd.user_id, cd.call_id, coalesce(cd.type, 'preview_push'),
-                   CASE cd.type WHEN 'preview_sms' THEN 'sms' WHEN 'preview_push' THEN 'push' END,
-                   CASE WHEN cd.no_preview OR cd.scheduled_at - $1 < $4 THEN 'skipped' ELSE 'queued' END,
+            SELECT cd.id, cd.user_id, cd.call_id, coalesce(cd.type, 'preview_push'), cd.channel, cd.status,
                    CASE WHEN cd.no_preview
                         THEN format('holdout: experiment %%s, arm %%s (no preview)', cd.experiment, cd.arm)
                         WHEN cd.scheduled_at <= $1
@@ -1437,14 +1465,8 @@ BEGIN
                         WHEN cd.scheduled_at - $1 < $4
                         THEN format('too_late: planned %%s before the call, cut-off is %%s',
                                     date_trunc('second', cd.scheduled_at - $1), $4) END,
-                   cd.send_at, cd.scheduled_at, cd.experiment_id, cd.arm, cd.send_at
-            FROM candidates cd
-            WHERE NOT EXISTS (
-                SELECT 1 FROM notification_logs n
-                WHERE n.call_id = cd.call_id
-                  AND n.type IN ('preview_push', 'preview_sms')
-                  AND n.planned_for = cd.scheduled_at
-                  AND n.status <> 'cancelled')
+                   cd.laid_at, cd.scheduled_at, cd.experiment_id, cd.arm, cd.send_at
+            FROM laid cd
             ON CONFLICT DO NOTHING
             RETURNING status, send_at
         ), jobs AS (
@@ -1463,9 +1485,10 @@ BEGIN
     -- Planning looks max_early further ahead, so that a preview the smoothing moves earlier is
     -- still planned before its new send_at.
     USING p_now, v_settings.lookahead + v_settings.max_early, v_max_lead, v_settings.min_notice, p_call_ids,
-          v_experiments;
+          v_experiments, precall.send_gap('push'), precall.send_gap('sms'), v_settings.max_early;
 
-    -- A separate statement: it must see the rows just inserted.
+    -- A separate statement: it must see the rows just inserted (and moves queued ones the new
+    -- rows crowd, or new rows a later queued preview crowds).
     v_moved := precall.smooth_sends(p_call_ids);
     IF v_planned > 0 OR v_moved IS NOT NULL THEN
         PERFORM precall.notify_due(v_planned, least(v_next, v_moved));
@@ -2366,6 +2389,17 @@ $$;
 
 
 --
+-- Name: send_gap(text); Type: FUNCTION; Schema: precall; Owner: -
+--
+
+CREATE FUNCTION precall.send_gap(p_channel text) RETURNS interval
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT make_interval(secs => (1 / precall.send_capacity(p_channel))::double precision)
+$$;
+
+
+--
 -- Name: send_layout(text); Type: FUNCTION; Schema: precall; Owner: -
 --
 
@@ -2375,7 +2409,7 @@ CREATE FUNCTION precall.send_layout(p_channel text) RETURNS TABLE(id uuid, call_
     -- MATERIALIZED: inlined, the gap (a STABLE function reading settings and dispatchers) was
     -- computed twice per row: 120 of the 136 ms a 10,000-row layout took.
     WITH gap AS MATERIALIZED (
-        SELECT make_interval(secs => (1 / precall.send_capacity(p_channel))::double precision) AS gap
+        SELECT precall.send_gap(p_channel) AS gap
     ), q AS (
         SELECT n.id, n.call_id, n.send_at, n.planned_send_at,
                row_number() OVER (ORDER BY n.planned_send_at DESC, n.planned_for DESC, n.id DESC) AS k

@@ -40,6 +40,13 @@ def gaps(times: list[datetime]) -> list[float]:
     return [(b - a).total_seconds() for a, b in zip(times, times[1:])]
 
 
+def row_updates(conn: psycopg.Connection) -> int:
+    """notification_logs' n_tup_upd, this backend's counts flushed first (see plugins/plans.py)."""
+    conn.execute("SELECT pg_stat_force_next_flush()")
+    conn.execute("SELECT pg_stat_clear_snapshot()")
+    return conn.execute("SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'notification_logs'").fetchone()[0]
+
+
 def test_a_burst_beyond_capacity_is_moved_earlier_within_max_early_at_the_capacity(conn, make) -> None:
     conn.execute("UPDATE precall.settings SET push_capacity_per_s = 10")
     T, _ = plan_burst(conn, make, 50)
@@ -54,6 +61,28 @@ def test_a_burst_beyond_capacity_is_moved_earlier_within_max_early_at_the_capaci
     assert min(sends) >= planned - timedelta(minutes=2)  # never beyond max_early
     assert min(gaps(sends)) == pytest.approx(0.1, abs=1e-6)  # 10 per second, no more
     assert min(sends) == planned - timedelta(seconds=4.9)  # and no earlier than needed
+
+
+def test_the_insert_lays_a_burst_out_and_a_later_queued_burst_still_moves_it(conn, make) -> None:
+    """plan_calls writes a new burst at its layout (no second write); when a preview already
+    queued is planned later than the new ones, smooth_sends moves the new ones ahead of it."""
+    conn.execute("UPDATE precall.settings SET push_capacity_per_s = 10")
+    T_late, _ = plan_burst(conn, make, 20, at_offset=timedelta(seconds=1))
+    now = T_late - LEAD - timedelta(minutes=3)
+    updates = row_updates(conn)
+    conn.execute("SELECT precall.plan_due_previews(%s)", (now,))
+    assert row_updates(conn) == updates  # each row written once, at its place (0022 wrote 19 twice)
+    assert conn.execute("SELECT count(*) FROM notification_logs WHERE send_at < planned_send_at").fetchone() == (19,)
+    assert conn.execute("SELECT precall.smooth_sends()").fetchone() == (None,)
+    # A burst planned one second earlier than the queued one arrives in the next run.
+    T, _ = plan_burst(conn, make, 20)
+    assert T == T_late - timedelta(seconds=1)
+    conn.execute("SELECT precall.plan_due_previews(%s)", (now,))
+    sends = [s for s, _, _ in queued_rows(conn, "push")]
+    assert len(sends) == 40 and max(sends) == T - LEAD + timedelta(seconds=1)
+    assert gaps(sends) == pytest.approx([0.1] * 39, abs=1e-6)
+    assert min(sends) == T - LEAD - timedelta(seconds=2.9)
+    assert [c for _, _, c in queued_rows(conn, "push")] == [T] * 20 + [T + timedelta(seconds=1)] * 20
 
 
 def test_at_equal_planned_times_the_earlier_call_leaves_first(conn, make) -> None:
