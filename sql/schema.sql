@@ -2432,6 +2432,7 @@ CREATE FUNCTION precall.smooth_sends(p_call_ids uuid[] DEFAULT NULL::uuid[]) RET
 DECLARE
     v_channel text;
     v_max_early interval := (SELECT max_early FROM precall.settings);
+    v_gap interval;
     v_per_second integer;
     v_ids uuid[];
     v_times jsonb;
@@ -2440,13 +2441,16 @@ DECLARE
     v_moved timestamptz;
 BEGIN
     FOREACH v_channel IN ARRAY ARRAY['push', 'sms'] LOOP
+        v_gap := precall.send_gap(v_channel);
         v_per_second := greatest(1, floor(precall.send_capacity(v_channel))::integer);
         -- A trigger lays out only when more than capacity rows fall within one second near its
-        -- rows: some row is less than a second before the row `capacity` places after it. One
-        -- ordered range scan (a per-row count was quadratic: 40 s for 20,000 calls in one INSERT).
+        -- rows: some row is nearer to the row `per_second` places after it than a layout at
+        -- capacity would put them (1 s at 400/s; 2 s at 0.5/s, where "within a second" missed two
+        -- SMS 1.5 s apart). One ordered range scan (a per-row count was quadratic: 40 s for
+        -- 20,000 calls in one INSERT).
         IF p_call_ids IS NOT NULL AND NOT EXISTS (
             WITH mine AS (
-                SELECT min(n.send_at) - interval '1 second' AS lo, max(n.send_at) + interval '1 second' AS hi
+                SELECT min(n.send_at) - v_per_second * v_gap AS lo, max(n.send_at) + v_per_second * v_gap AS hi
                 FROM notification_logs n
                 WHERE n.call_id = ANY (p_call_ids) AND n.status = 'queued' AND n.channel = v_channel
                   AND n.planned_send_at IS NOT NULL
@@ -2456,7 +2460,7 @@ BEGIN
                 WHERE m.status IN ('queued', 'sending') AND m.channel = v_channel
                   AND m.send_at BETWEEN mine.lo AND mine.hi
             )
-            SELECT 1 FROM near WHERE near.span < interval '1 second') THEN
+            SELECT 1 FROM near WHERE near.span < v_per_second * v_gap) THEN
             CONTINUE;
         END IF;
         -- One layout at a time per channel (two would undo each other's moves).

@@ -172,6 +172,19 @@ def test_a_trigger_planning_into_a_full_second_lays_it_out(conn, make) -> None:
     assert len(sends) == 9 and min(gaps(sends)) == pytest.approx(0.2, abs=1e-6)
 
 
+def test_below_one_per_second_a_trigger_keeps_the_gap(conn, make) -> None:
+    """At sms_capacity_per_s 0.5 (one SMS every 2 s), a call planned by its trigger 1.5 s after
+    another preview moves that one 2 s ahead of it (the check was "more than capacity within a
+    second", which two SMS 1.5 s apart never are)."""
+    conn.execute("UPDATE precall.settings SET sms_capacity_per_s = 0.5")
+    at = conn.execute("SELECT date_trunc('second', now()) + interval '100 seconds'").fetchone()[0]
+    for offset in (0, 1.5):
+        make.call(make.user(notification_pref="sms_only", phone_number=f"+1555{next(SERIAL):07d}",
+                            notification_lead_min=1), at=at + timedelta(seconds=offset))
+    sends = [s for s, _, _ in queued_rows(conn, "sms")]
+    assert sends == [at - timedelta(minutes=1) - timedelta(seconds=0.5), at - timedelta(minutes=1, seconds=-1.5)]
+
+
 def test_paced_dispatchers_cap_the_capacity(conn) -> None:
     """While every live dispatcher is paced on a channel, their summed rate caps the setting."""
     assert conn.execute("SELECT precall.send_capacity('push'), precall.send_capacity('sms')").fetchone() == (400, 1)
