@@ -2381,8 +2381,10 @@ CREATE FUNCTION precall.send_capacity(p_channel text) RETURNS numeric
     SELECT least(CASE p_channel WHEN 'sms' THEN s.sms_capacity_per_s ELSE s.push_capacity_per_s END,
                  (SELECT CASE WHEN count(*) > 0 AND count(*) = count(r.rate) THEN sum(r.rate) END
                   FROM precall.dispatchers d
-                  CROSS JOIN LATERAL (SELECT CASE p_channel WHEN 'sms' THEN d.sms_rate_per_s
-                                                            ELSE d.push_rate_per_s END AS rate) r
+                  -- A rate of 0 or below (any client with the role can write a heartbeat) counts
+                  -- as unpaced: divided by, it failed every planning run and call INSERT.
+                  CROSS JOIN LATERAL (SELECT nullif(greatest(CASE p_channel WHEN 'sms' THEN d.sms_rate_per_s
+                                                                            ELSE d.push_rate_per_s END, 0), 0) AS rate) r
                   WHERE d.stopped_at IS NULL AND d.heartbeat_at > clock_timestamp() - s.heartbeat_max_age))
     FROM precall.settings s
 $$;

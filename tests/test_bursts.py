@@ -196,6 +196,18 @@ def test_paced_dispatchers_cap_the_capacity(conn) -> None:
     assert conn.execute("SELECT precall.send_capacity('push')").fetchone() == (50,)
 
 
+def test_a_dispatcher_reporting_a_rate_of_zero_does_not_stop_planning(conn, make) -> None:
+    """A heartbeat row is written by any client with the database role; a rate of 0 (or below)
+    divided planning by zero, and with it every INSERT into scheduled_calls (the trigger plans).
+    Such a rate counts as unpaced."""
+    for rate in (0, -5):
+        conn.execute("SELECT precall.heartbeat('z', 'h', 1, false, %s::numeric, %s::numeric)", (rate, rate))
+        assert conn.execute("SELECT precall.send_capacity('push'), precall.send_capacity('sms')").fetchone() == (400, 1)
+    user = make.user(fcm_token=f"tok-{next(SERIAL)}", push_enabled=True, notification_lead_min=1)
+    make.call(user, at=conn.execute("SELECT now() + interval '100 seconds'").fetchone()[0])
+    assert len(queued_rows(conn, "push")) == 1
+
+
 def test_smoothed_sms_leave_on_their_instants_one_request_each(db, make, conn, fake_twilio, start_dispatcher) -> None:
     """8 SMS due at the same instant, capacity 1/s: the dispatcher sends each at its smoothed
     send_at, a second apart, none after T - lead (+ the machine's jitter), one request each."""
